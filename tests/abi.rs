@@ -1,0 +1,167 @@
+//! ABI checks against the committed header, `include/haquic.h`.
+//!
+//! 1. The header cbindgen generates from the current sources must equal the
+//!    committed one, byte for byte: a stale header fails here (and so fails
+//!    `make test`). Fix it with `make header`.
+//! 2. With the `abi-check` feature, build.rs runs bindgen over the committed
+//!    header. Every struct and enum it finds must match the Rust definitions
+//!    in size, alignment, field offsets and values, and none may be missing
+//!    from the lists below.
+
+use std::path::Path;
+
+const GENERATED: &str = include_str!(concat!(env!("OUT_DIR"), "/haquic.h"));
+
+fn committed() -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/haquic.h");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+}
+
+#[test]
+fn committed_header_is_fresh() {
+    let committed = committed();
+    if committed != GENERATED {
+        let first = committed
+            .lines()
+            .zip(GENERATED.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(GENERATED.lines().count()));
+        panic!(
+            "include/haquic.h is stale: it differs from the header generated from the sources \
+             at line {}\n  committed: {:?}\n  generated: {:?}\nRun `make header` and commit the result.",
+            first + 1,
+            committed.lines().nth(first).unwrap_or("<end of file>"),
+            GENERATED.lines().nth(first).unwrap_or("<end of file>"),
+        );
+    }
+}
+
+#[cfg(feature = "abi-check")]
+mod bindgen_roundtrip {
+    #![allow(non_camel_case_types, non_upper_case_globals, dead_code, non_snake_case)]
+    use haquic::error::haquic_result;
+    use haquic::ffi::config::haquic_limits;
+    use std::mem::{align_of, offset_of, size_of};
+
+    mod c {
+        include!(concat!(env!("OUT_DIR"), "/abi_bindings.rs"));
+    }
+
+    /// Asserts size, alignment and each named field's offset.
+    macro_rules! same_struct {
+        ($name:ident { $($field:ident),* $(,)? }) => {{
+            assert_eq!(size_of::<c::$name>(), size_of::<$name>(), "size of {}", stringify!($name));
+            assert_eq!(align_of::<c::$name>(), align_of::<$name>(), "align of {}", stringify!($name));
+            $(
+                assert_eq!(
+                    offset_of!(c::$name, $field),
+                    offset_of!($name, $field),
+                    "offset of {}.{}", stringify!($name), stringify!($field)
+                );
+            )*
+            stringify!($name)
+        }};
+    }
+
+    #[test]
+    fn structs_match() {
+        let checked = [same_struct!(haquic_limits {
+            struct_size,
+            reserved,
+            idle_timeout_ms,
+            max_streams_bidi,
+            max_streams_uni,
+            initial_max_data,
+            initial_max_stream_data_bidi_local,
+            initial_max_stream_data_bidi_remote,
+            initial_max_stream_data_uni,
+            max_field_section_size,
+            max_udp_payload_size,
+        })];
+        // Every field the header declares must be one we checked: compare
+        // the field count through the struct's size, which the offsets of
+        // the last field and its type determine.
+        assert_eq!(
+            offset_of!(haquic_limits, max_udp_payload_size) + 8,
+            size_of::<haquic_limits>(),
+            "haquic_limits has fields after max_udp_payload_size that this test does not check"
+        );
+        assert_eq!(declared("struct"), sorted(&checked), "structs declared in the header vs checked here");
+    }
+
+    #[test]
+    fn result_enum_matches() {
+        let mut names = Vec::new();
+        for code in haquic_result::ALL {
+            let name = format!("{code:?}");
+            let c_value = c_result_value(&name).unwrap_or_else(|| panic!("{name} missing from the header"));
+            assert_eq!(c_value, code as i64, "value of {name}");
+            names.push(name);
+        }
+        assert_eq!(size_of::<c::haquic_result::Type>(), size_of::<haquic_result>());
+        // No code in the header that Rust does not have.
+        let declared_codes = GENERATED_ENUM_VARIANTS.with(|v| v.clone());
+        assert_eq!(declared_codes, sorted(&names.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_eq!(declared("enum"), vec!["haquic_result".to_string()], "enums declared in the header");
+    }
+
+    #[test]
+    fn constants_match() {
+        use haquic::ffi::version::*;
+        assert_eq!(c::HAQUIC_VERSION_MAJOR, HAQUIC_VERSION_MAJOR);
+        assert_eq!(c::HAQUIC_VERSION_MINOR, HAQUIC_VERSION_MINOR);
+        assert_eq!(c::HAQUIC_VERSION_PATCH, HAQUIC_VERSION_PATCH);
+        assert_eq!(c::HAQUIC_ALPN_WIRE_MAX, HAQUIC_ALPN_WIRE_MAX);
+    }
+
+    fn c_result_value(name: &str) -> Option<i64> {
+        macro_rules! lookup {
+            ($($v:ident),*) => {
+                match name { $(stringify!($v) => Some(c::haquic_result::$v as i64),)* _ => None }
+            };
+        }
+        lookup!(
+            HAQUIC_OK, HAQUIC_ERR_NULL, HAQUIC_ERR_PANIC, HAQUIC_ERR_INVALID_ARGUMENT,
+            HAQUIC_ERR_NOT_UTF8, HAQUIC_ERR_FILE_NOT_FOUND, HAQUIC_ERR_FILE_UNREADABLE,
+            HAQUIC_ERR_BAD_CERTIFICATE, HAQUIC_ERR_BAD_PRIVATE_KEY, HAQUIC_ERR_KEY_MISMATCH,
+            HAQUIC_ERR_BAD_ALPN, HAQUIC_ERR_OUT_OF_RANGE, HAQUIC_ERR_UNKNOWN_CC_ALGORITHM,
+            HAQUIC_ERR_STRUCT_SIZE, HAQUIC_ERR_INCOMPLETE_CONFIG, HAQUIC_ERR_TLS,
+            HAQUIC_ERR_CLOSED, HAQUIC_ERR_WRONG_THREAD, HAQUIC_ERR_BUFFER_TOO_SMALL
+        )
+    }
+
+    thread_local! {
+        /// The variant names bindgen saw, read from the generated bindings.
+        static GENERATED_ENUM_VARIANTS: Vec<String> = {
+            let b = include_str!(concat!(env!("OUT_DIR"), "/abi_bindings.rs"));
+            let m = b.find("pub mod haquic_result").expect("haquic_result module in bindings");
+            let end = m + b[m..].find("\n}").unwrap();
+            let mut v: Vec<String> = b[m..end]
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("pub const "))
+                .map(|l| l.split(':').next().unwrap().trim().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+    }
+
+    /// The names of `struct X {` / `enum X {` definitions in the header.
+    fn declared(kind: &str) -> Vec<String> {
+        let prefix = format!("typedef {kind} ");
+        let mut v: Vec<String> = super::GENERATED
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter(|l| l.trim_end().ends_with('{'))
+            .map(|l| l.trim_end_matches('{').trim().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn sorted(v: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+}
