@@ -1,0 +1,186 @@
+# haquic: QUIC and HTTP/3 for HAProxy, behind a C ABI.
+#
+#   make run      set up everything, build, and run the main job
+#   make test     set up everything and run every test
+#
+# Packagers: make all && make install DESTDIR=... PREFIX=/usr
+# (LIBDIR, INCLUDEDIR and PKGCONFIGDIR are honoured too).
+
+SHELL        := /bin/bash
+CARGO        ?= cargo
+CC           ?= cc
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR      ?=
+INSTALL      ?= install
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+MAJOR   := $(word 1,$(subst ., ,$(VERSION)))
+SONAME  := libhaquic.so.$(MAJOR)
+REALLIB := libhaquic.so.$(VERSION)
+
+BUILD        := build
+# The shared library is linked from cargo's staticlib with haquic.map, so that
+# it exports only haquic_* under the version node HAQUIC_0 (rustc's own cdylib
+# export list would override our version script).
+RELEASE_A    := target/release/libhaquic.a
+# The test library: debug profile, with the test-only hooks and the bindgen
+# ABI check compiled in. Never installed.
+TEST_FEATURES := test-hooks,abi-check
+TEST_A       := target/debug/libhaquic.a
+NATIVE_LIBS  := -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+FIXTURES     := $(BUILD)/c-tests/fixtures
+
+C_WARN      := -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
+C_SANITIZE  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+C_TEST_SRCS := c-tests/runner.c c-tests/common.c c-tests/test_config.c c-tests/test_misc.c c-tests/test_coexist.c
+C_TEST_HDRS := c-tests/common.h include/haquic.h
+RUST_SRCS   := $(shell find src -name '*.rs') build.rs Cargo.toml cbindgen.toml haquic.map
+
+.PHONY: all deps lib header check-header test test-rust test-c test-c-valgrind \
+	check-symbols install uninstall clean run help
+
+all: lib $(BUILD)/haquic.pc
+
+help:
+	@sed -n '1,12p' Makefile
+
+# One idempotent step installs the Debian packages the build needs.
+deps:
+	@sh scripts/install-deps.sh
+
+lib: $(STAGE_RELEASE)/$(SONAME)
+
+$(RELEASE_A): $(RUST_SRCS) include/haquic.h
+	$(CARGO) build --release --lib
+
+# Regenerates include/haquic.h from the sources (cbindgen runs in build.rs).
+header:
+	$(CARGO) build --release --lib
+	cp "$$(cat target/release/build/haquic-*/out/header-path.txt | xargs ls -t | head -n1)" include/haquic.h
+	@echo "include/haquic.h regenerated"
+
+$(BUILD)/haquic.pc: haquic.pc.in Cargo.toml
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# ---- tests -------------------------------------------------------------------
+
+test: deps
+	@bash scripts/run-tests.sh \
+	  "cargo test::$(MAKE) -s test-rust" \
+	  "C suite (ASan+UBSan)::$(MAKE) -s test-c" \
+	  "exported symbols::$(MAKE) -s check-symbols" \
+	  "C suite (valgrind)::$(MAKE) -s test-c-valgrind"
+
+# Unit tests, tests/abi.rs (header freshness and the bindgen round-trip).
+test-rust:
+	$(CARGO) test --features $(TEST_FEATURES) 2>&1
+
+$(TEST_A): $(RUST_SRCS) include/haquic.h
+	$(CARGO) build --lib --features $(TEST_FEATURES)
+
+$(FIXTURES)/.complete: c-tests/make-fixtures.sh
+	rm -rf $(FIXTURES)
+	sh c-tests/make-fixtures.sh $(FIXTURES)
+
+# Each library is staged as it installs (real file, SONAME link, development
+# link), so that programs link and load it by its SONAME.
+STAGE_RELEASE := $(BUILD)/lib/release
+STAGE_TEST    := $(BUILD)/lib/test
+
+# link-so ARCHIVE OUTPUT: pulls every haquic_* function out of the archive and
+# links them into a shared library with our SONAME and version script.
+define link-so
+	@mkdir -p $(dir $(2))
+	$(CC) -shared -o $(2) -Wl,-soname,$(SONAME) -Wl,--version-script=haquic.map \
+	  -Wl,--gc-sections -Wl,-z,relro,-z,now \
+	  $$(nm --defined-only $(1) 2>/dev/null | awk '$$2 == "T" && $$3 ~ /^haquic_/ { print "-Wl,--undefined=" $$3 }' | sort -u) \
+	  $(1) $(NATIVE_LIBS)
+	ln -sf $(REALLIB) $(dir $(2))$(SONAME)
+	ln -sf $(SONAME) $(dir $(2))libhaquic.so
+endef
+
+$(STAGE_RELEASE)/$(SONAME): $(RELEASE_A) haquic.map
+	$(call link-so,$(RELEASE_A),$(STAGE_RELEASE)/$(REALLIB))
+
+$(STAGE_TEST)/$(SONAME): $(TEST_A) haquic.map
+	$(call link-so,$(TEST_A),$(STAGE_TEST)/$(REALLIB))
+
+$(BUILD)/c-tests/runner-asan: $(C_TEST_SRCS) $(C_TEST_HDRS) $(STAGE_TEST)/$(SONAME)
+	@mkdir -p $(dir $@)
+	$(CC) $(C_WARN) -g -O1 $(C_SANITIZE) -DHAQUIC_TEST_HOOKS -Iinclude \
+	  $(C_TEST_SRCS) -o $@ -L$(STAGE_TEST) -lhaquic -lssl -lcrypto -lpthread -ldl \
+	  -Wl,-rpath,$(CURDIR)/$(STAGE_TEST)
+
+$(BUILD)/c-tests/runner-plain: $(C_TEST_SRCS) $(C_TEST_HDRS) $(STAGE_RELEASE)/$(SONAME)
+	@mkdir -p $(dir $@)
+	$(CC) $(C_WARN) -g -O1 -Iinclude \
+	  $(C_TEST_SRCS) -o $@ -L$(STAGE_RELEASE) -lhaquic -lssl -lcrypto -lpthread -ldl \
+	  -Wl,-rpath,$(CURDIR)/$(STAGE_RELEASE)
+
+# The C suite under ASan and UBSan, against the test library.
+test-c: $(BUILD)/c-tests/runner-asan $(FIXTURES)/.complete
+	@nm $< | grep -q '__asan_init' || { echo "ASan runtime not linked into $<"; exit 1; }
+	@nm $< | grep -q '__ubsan_handle' || { echo "UBSan runtime not linked into $<"; exit 1; }
+	@echo "sanitizers linked: __asan_init and __ubsan_handle_* present in $<"
+	RUST_BACKTRACE=0 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $< -f $(FIXTURES)
+
+# The same suite, without sanitizers, under valgrind memcheck, against the
+# release library (the test hooks are not in it, so those tests are absent).
+test-c-valgrind: $(BUILD)/c-tests/runner-plain $(FIXTURES)/.complete
+	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	  --show-leak-kinds=definite --suppressions=c-tests/valgrind.supp \
+	  $< -f $(FIXTURES)
+
+check-symbols: $(STAGE_RELEASE)/$(SONAME)
+	sh scripts/check-symbols.sh $(STAGE_RELEASE)/$(REALLIB)
+
+# Fails when include/haquic.h differs from what the sources generate (the
+# same check runs inside `cargo test`, tests/abi.rs).
+check-header: $(RELEASE_A)
+	diff -u include/haquic.h "$$(cat target/release/build/haquic-*/out/header-path.txt | xargs ls -t | head -n1)"
+
+# ---- install -----------------------------------------------------------------
+
+install: all
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 0755 $(STAGE_RELEASE)/$(REALLIB) $(DESTDIR)$(LIBDIR)/$(REALLIB)
+	ln -sf $(REALLIB) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libhaquic.so
+	$(INSTALL) -m 0644 include/haquic.h $(DESTDIR)$(INCLUDEDIR)/haquic.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    haquic.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/haquic.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/haquic.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(REALLIB) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	      $(DESTDIR)$(LIBDIR)/libhaquic.so $(DESTDIR)$(INCLUDEDIR)/haquic.h \
+	      $(DESTDIR)$(PKGCONFIGDIR)/haquic.pc
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
+
+# ---- the main job ------------------------------------------------------------
+
+$(BUILD)/haquic-info: examples/haquic-info.c include/haquic.h $(STAGE_RELEASE)/$(SONAME)
+	@mkdir -p $(BUILD)
+	$(CC) $(C_WARN) -O2 -Iinclude $< -o $@ -L$(STAGE_RELEASE) -lhaquic -Wl,-rpath,$(CURDIR)/$(STAGE_RELEASE)
+
+$(BUILD)/run/cert.pem:
+	@mkdir -p $(BUILD)/run
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	  -keyout $(BUILD)/run/key.pem -out $@ -days 365 -subj "/CN=localhost" \
+	  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+	@echo "generated a self-signed certificate in $(BUILD)/run/"
+
+run: deps $(BUILD)/haquic-info $(BUILD)/run/cert.pem
+	$(BUILD)/haquic-info --cert $(BUILD)/run/cert.pem --key $(BUILD)/run/key.pem \
+	  --alpn h3 --cc cubic --idle-timeout 30000
