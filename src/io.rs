@@ -1,0 +1,171 @@
+//! UDP sockets the engine owns: one non-blocking socket per worker on the same
+//! address with SO_REUSEPORT, so that each worker reads only its own socket
+//! and the kernel spreads clients by 4-tuple. A datagram that lands on the
+//! wrong worker is forwarded by connection ID (see `dispatch`).
+//!
+//! This module and `ffi` are the only places with `unsafe`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static GENERATION: AtomicU32 = AtomicU32::new(1);
+
+/// A non-blocking UDP socket with a generation number, so that a readiness
+/// notification for an fd number the kernel has since reused is detected.
+#[derive(Debug)]
+pub struct UdpSocket {
+    sock: std::net::UdpSocket,
+    /// Changes with every socket the engine creates.
+    pub generation: u32,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+impl UdpSocket {
+    /// Binds a non-blocking socket with SO_REUSEADDR and SO_REUSEPORT.
+    pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: plain socket(2); the fd is owned by the UdpSocket below or
+        // closed on error.
+        let fd = cvt(unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+        // SAFETY: `fd` is a fresh socket we own; from here the std type closes it.
+        let sock = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            // SAFETY: valid fd, pointer to a c_int of the given size.
+            cvt(unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            })?;
+        }
+        if addr.is_ipv6() {
+            // SAFETY: as above.
+            cvt(unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_V6ONLY,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            })?;
+        }
+        let (storage, len) = sockaddr_from(&addr);
+        // SAFETY: `storage` holds a sockaddr of `len` bytes for this family.
+        cvt(unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) })?;
+        Ok(UdpSocket { sock, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// The fd, for the host to poll.
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Receives one datagram; `WouldBlock` when there is none.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.sock.recv_from(buf)
+    }
+
+    /// Sends one datagram.
+    pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.sock.send_to(buf, to)
+    }
+}
+
+/// A `sockaddr_storage` for an address, and its length.
+pub fn sockaddr_from(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Reads a `sockaddr_in`/`sockaddr_in6` from raw bytes, checking family and
+/// length.
+pub fn sockaddr_to(bytes: &[u8]) -> Option<SocketAddr> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]) as libc::c_int;
+    if family == libc::AF_INET && bytes.len() >= std::mem::size_of::<libc::sockaddr_in>() {
+        // SAFETY: length checked; read_unaligned copes with any alignment.
+        let sin: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::sockaddr_in) };
+        let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+        Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+    } else if family == libc::AF_INET6 && bytes.len() >= std::mem::size_of::<libc::sockaddr_in6>() {
+        // SAFETY: as above.
+        let s: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::sockaddr_in6) };
+        let ip = std::net::Ipv6Addr::from(s.sin6_addr.s6_addr);
+        Some(SocketAddr::V6(std::net::SocketAddrV6::new(ip, u16::from_be(s.sin6_port), s.sin6_flowinfo, s.sin6_scope_id)))
+    } else {
+        None
+    }
+}
+
+/// The raw bytes of a sockaddr for `addr`.
+pub fn sockaddr_bytes(addr: &SocketAddr) -> Vec<u8> {
+    let (storage, len) = sockaddr_from(addr);
+    // SAFETY: `storage` is initialised for at least `len` bytes.
+    unsafe { std::slice::from_raw_parts(&storage as *const _ as *const u8, len as usize) }.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_roundtrip() {
+        for a in ["127.0.0.1:4433", "[::1]:443", "[fe80::1%2]:80"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(sockaddr_to(&sockaddr_bytes(&a)), Some(a));
+        }
+        assert_eq!(sockaddr_to(&[0u8; 3]), None);
+    }
+
+    #[test]
+    fn reuseport_sockets_share_an_address() {
+        let a = UdpSocket::bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = UdpSocket::bind_reuseport(addr).unwrap();
+        assert_eq!(b.local_addr().unwrap(), addr);
+        assert_ne!(a.generation, b.generation);
+    }
+}
