@@ -27,7 +27,28 @@
 #include <stdbool.h>
 /* Initialises a versioned haquic_limits with the defaults. */
 #define HAQUIC_LIMITS_INIT(limits) haquic_limits_init((limits), sizeof(*(limits)))
+/* Initialises a versioned haquic_engine_options with the defaults. */
+#define HAQUIC_ENGINE_OPTIONS_INIT(o) haquic_engine_options_init((o), sizeof(*(o)))
+/* Initialises a versioned haquic_event. */
+#define HAQUIC_EVENT_INIT(ev) haquic_event_init((ev), sizeof(*(ev)))
+/* Initialises a versioned haquic_stats. */
+#define HAQUIC_STATS_INIT(s) haquic_stats_init((s), sizeof(*(s)))
 
+
+/**
+ * Length of the connection IDs the engine issues.
+ */
+#define CID_LEN 16
+
+/**
+ * The largest worker count a CID can encode.
+ */
+#define MAX_WORKERS 256
+
+/**
+ * Listener flags.
+ */
+#define HAQUIC_LISTENER_HOST_FED 1
 
 /**
  * Major version. Changes when the ABI breaks (with the SONAME).
@@ -53,6 +74,41 @@
  * The largest ALPN list, in wire format, a configuration can hold.
  */
 #define HAQUIC_ALPN_WIRE_MAX (16 * 256)
+
+/**
+ * H3_NO_ERROR.
+ */
+#define H3_NO_ERROR 256
+
+/**
+ * H3_GENERAL_PROTOCOL_ERROR.
+ */
+#define H3_GENERAL_PROTOCOL_ERROR 257
+
+/**
+ * H3_INTERNAL_ERROR.
+ */
+#define H3_INTERNAL_ERROR 258
+
+/**
+ * H3_EXCESSIVE_LOAD.
+ */
+#define H3_EXCESSIVE_LOAD 263
+
+/**
+ * H3_REQUEST_REJECTED: the request was not processed (after GOAWAY).
+ */
+#define H3_REQUEST_REJECTED 267
+
+/**
+ * H3_REQUEST_CANCELLED.
+ */
+#define H3_REQUEST_CANCELLED 268
+
+/**
+ * H3_MESSAGE_ERROR: a malformed message.
+ */
+#define H3_MESSAGE_ERROR 270
 
 /**
  * The result of every fallible `haquic_*` function.
@@ -138,7 +194,89 @@ typedef enum haquic_result {
    * The output buffer is too small. Nothing was written.
    */
   HAQUIC_ERR_BUFFER_TOO_SMALL = 18,
+  /**
+   * Nothing to do now: no event, no datagram, no flow-control credit, or
+   * the handshake is not complete. Try again after the next wake-up.
+   */
+  HAQUIC_ERR_WOULD_BLOCK = 19,
+  /**
+   * A bounded queue is full; the item was dropped and counted.
+   */
+  HAQUIC_ERR_QUEUE_FULL = 20,
+  /**
+   * A QUIC or HTTP/3 protocol error.
+   */
+  HAQUIC_ERR_PROTOCOL = 21,
+  /**
+   * A socket operation failed.
+   */
+  HAQUIC_ERR_IO = 22,
+  /**
+   * A configured or negotiated limit was reached (streams, connections).
+   */
+  HAQUIC_ERR_LIMIT = 23,
+  /**
+   * Not allowed in the object's current state (for example, headers twice).
+   */
+  HAQUIC_ERR_INVALID_STATE = 24,
 } haquic_result;
+
+/**
+ * Event types.
+ */
+typedef enum haquic_event_type {
+  /**
+   * No event (the struct's initial value).
+   */
+  HAQUIC_EVENT_NONE = 0,
+  /**
+   * The handshake completed.
+   */
+  HAQUIC_EVENT_CONN_ESTABLISHED = 1,
+  /**
+   * A new request (server): `stream`, `headers`, and `fin` when no body
+   * follows.
+   */
+  HAQUIC_EVENT_REQUEST = 2,
+  /**
+   * A response head (client): `stream`, `headers`, `fin`.
+   */
+  HAQUIC_EVENT_RESPONSE = 3,
+  /**
+   * A trailer section on `stream`: `headers`. The incoming side is done.
+   */
+  HAQUIC_EVENT_TRAILERS = 4,
+  /**
+   * Body bytes are waiting on `stream`: read them with
+   * `haquic_stream_recv` until it returns `HAQUIC_ERR_WOULD_BLOCK` or FIN.
+   */
+  HAQUIC_EVENT_STREAM_READABLE = 5,
+  /**
+   * `stream` can take more data after a short write.
+   */
+  HAQUIC_EVENT_STREAM_WRITABLE = 6,
+  /**
+   * The peer finished its side of `stream` (read to the end to see FIN).
+   */
+  HAQUIC_EVENT_STREAM_FINISHED = 7,
+  /**
+   * `stream` was reset: by the peer (RESET_STREAM) or by the engine for a
+   * malformed message (H3_MESSAGE_ERROR). `code` holds the error code.
+   */
+  HAQUIC_EVENT_STREAM_RESET = 8,
+  /**
+   * The peer sent STOP_SENDING on `stream` with `code`; stop sending.
+   */
+  HAQUIC_EVENT_STOP_SENDING = 9,
+  /**
+   * The peer sent GOAWAY; `code` holds its id.
+   */
+  HAQUIC_EVENT_GOAWAY = 10,
+  /**
+   * The connection closed: `code`, `is_app_error`, `reason`.
+   */
+  HAQUIC_EVENT_CONN_CLOSED = 11,
+} haquic_event_type;
 
 /**
  * An engine configuration: TLS identity, ALPN, limits and congestion
@@ -149,6 +287,40 @@ typedef enum haquic_result {
  * created from it take their own reference.
  */
 typedef struct haquic_config haquic_config;
+
+/**
+ * A QUIC connection.
+ *
+ * Refcounted (`haquic_conn_ref`/`haquic_conn_unref`). A closed connection
+ * stays valid to query; actions on it return `HAQUIC_ERR_CLOSED`.
+ */
+typedef struct haquic_conn haquic_conn;
+
+/**
+ * An engine: N workers, their listeners and connections.
+ *
+ * Refcounted (`haquic_engine_ref`/`haquic_engine_unref`). Connections and
+ * listeners hold it weakly: once the last engine reference is gone, their
+ * handles stay valid to query, and actions on them return
+ * `HAQUIC_ERR_CLOSED`.
+ */
+typedef struct haquic_engine haquic_engine;
+
+/**
+ * A local UDP address that accepts connections.
+ *
+ * Refcounted (`haquic_listener_ref`/`haquic_listener_unref`).
+ */
+typedef struct haquic_listener haquic_listener;
+
+/**
+ * An HTTP/3 request stream. It holds a reference on its connection.
+ *
+ * Refcounted (`haquic_stream_ref`/`haquic_stream_unref`). A finished or
+ * reset stream stays valid to query; actions on it return
+ * `HAQUIC_ERR_CLOSED`.
+ */
+typedef struct haquic_stream haquic_stream;
 
 /**
  * Transport and HTTP/3 limits.
@@ -213,10 +385,294 @@ typedef struct haquic_limits {
 } haquic_limits;
 
 /**
+ * A header field: name and value as bytes (not NUL-terminated).
+ */
+typedef struct haquic_header {
+  /**
+   * The name.
+   */
+  const uint8_t *name;
+  /**
+   * Its length.
+   */
+  size_t name_len;
+  /**
+   * The value.
+   */
+  const uint8_t *value;
+  /**
+   * Its length.
+   */
+  size_t value_len;
+} haquic_header;
+
+/**
+ * Engine options.
+ *
+ * Versioned: initialise with `HAQUIC_ENGINE_OPTIONS_INIT(&opts)`, which
+ * fills in the defaults.
+ */
+typedef struct haquic_engine_options {
+  /**
+   * `sizeof(haquic_engine_options)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * Number of workers, one per host thread (HAProxy's nbthread).
+   * Default 1, range [1, 256].
+   */
+  uint32_t workers;
+  /**
+   * Capacity of each worker's inbound dispatch queue, in datagrams.
+   * Default 4096, range [16, 1048576]. A full queue drops and counts.
+   */
+  uint32_t dispatch_queue_capacity;
+  /**
+   * Capacity of each worker's outbound queue for host-fed listeners.
+   * Default 8192, range [16, 1048576].
+   */
+  uint32_t out_queue_capacity;
+  /**
+   * Connections per worker before new Initials are dropped (counted).
+   * Default 100000.
+   */
+  uint32_t max_connections_per_worker;
+  /**
+   * Half-open connections on a worker above which Retry is required
+   * (0: never). Default 0.
+   */
+  uint32_t retry_threshold;
+  /**
+   * Stateless resets a worker sends per second at most. Default 100.
+   */
+  uint32_t stateless_resets_per_second;
+  /**
+   * Non-zero: answer every Initial without a token with Retry.
+   */
+  uint8_t force_retry;
+  /**
+   * Reserved, must be 0.
+   */
+  uint8_t reserved[3];
+  /**
+   * Directory for one qlog file per connection, or NULL. Copied.
+   */
+  const char *qlog_dir;
+} haquic_engine_options;
+
+/**
+ * The host's wake-up callback: "worker `worker` has work; call
+ * `haquic_worker_process` for it on its thread soon".
+ *
+ * It may be called from any thread, including from inside a haquic call. It
+ * must not call back into haquic: in HAProxy it is a tasklet wake-up.
+ */
+typedef void (*haquic_wake_fn)(void *userdata, uint32_t worker);
+
+/**
+ * An event pulled from a worker.
+ *
+ * Versioned: initialise with `HAQUIC_EVENT_INIT(&ev)`. Everything it points
+ * to (`conn`, `stream`, `headers`, `reason`) is borrowed: valid until the
+ * next call to `haquic_worker_poll` on this worker. Take a reference
+ * (`haquic_stream_ref`) to keep a handle longer.
+ */
+typedef struct haquic_event {
+  /**
+   * `sizeof(haquic_event)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * What happened.
+   */
+  enum haquic_event_type kind;
+  /**
+   * The connection. Borrowed.
+   */
+  const struct haquic_conn *conn;
+  /**
+   * The stream, for stream events, else NULL. Borrowed.
+   */
+  const struct haquic_stream *stream;
+  /**
+   * Error code (reset, stop sending, close) or GOAWAY id.
+   */
+  uint64_t code;
+  /**
+   * Header fields (request, response, trailers). Borrowed.
+   */
+  const struct haquic_header *headers;
+  /**
+   * Number of header fields.
+   */
+  size_t headers_len;
+  /**
+   * Close reason bytes (not NUL-terminated). Borrowed.
+   */
+  const uint8_t *reason;
+  /**
+   * Length of `reason`.
+   */
+  size_t reason_len;
+  /**
+   * Request/response: no body follows.
+   */
+  bool fin;
+  /**
+   * Close: an application (HTTP/3) error rather than a transport one.
+   */
+  bool is_app_error;
+} haquic_event;
+
+/**
+ * Statistics: counters of an engine or a worker.
+ *
+ * Versioned: initialise with `HAQUIC_STATS_INIT(&stats)`.
+ */
+typedef struct haquic_stats {
+  /**
+   * `sizeof(haquic_stats)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * Reserved.
+   */
+  uint32_t reserved;
+  /**
+   * Connections currently open.
+   */
+  uint64_t conns_open;
+  /**
+   * Connections accepted (server) or started (client).
+   */
+  uint64_t conns_accepted;
+  /**
+   * Connections closed.
+   */
+  uint64_t conns_closed;
+  /**
+   * Completed handshakes.
+   */
+  uint64_t handshakes;
+  /**
+   * Datagrams received into connections.
+   */
+  uint64_t packets_in;
+  /**
+   * Datagrams sent.
+   */
+  uint64_t packets_out;
+  /**
+   * Bytes received.
+   */
+  uint64_t bytes_in;
+  /**
+   * Bytes sent.
+   */
+  uint64_t bytes_out;
+  /**
+   * Packets lost (closed connections).
+   */
+  uint64_t lost;
+  /**
+   * Packets retransmitted (closed connections).
+   */
+  uint64_t retransmitted;
+  /**
+   * Requests received.
+   */
+  uint64_t requests;
+  /**
+   * Requests refused with H3_REQUEST_REJECTED after GOAWAY.
+   */
+  uint64_t requests_rejected;
+  /**
+   * Streams reset with H3_MESSAGE_ERROR.
+   */
+  uint64_t h3_message_errors;
+  /**
+   * HTTP/3 connection errors.
+   */
+  uint64_t h3_conn_errors;
+  /**
+   * Streams whose first frame was STOP_SENDING or RESET_STREAM.
+   */
+  uint64_t streams_aborted_before_headers;
+  /**
+   * Drops: dispatch queue full.
+   */
+  uint64_t drop_queue_full;
+  /**
+   * Drops: no connection ID readable.
+   */
+  uint64_t drop_unparsable;
+  /**
+   * Drops: unknown connection ID.
+   */
+  uint64_t drop_unknown_cid;
+  /**
+   * Drops: bad Retry token.
+   */
+  uint64_t drop_bad_token;
+  /**
+   * Drops: host outbound queue full.
+   */
+  uint64_t drop_out_queue_full;
+  /**
+   * Drops: connection limit.
+   */
+  uint64_t drop_conn_limit;
+  /**
+   * Drops: not accepting (closed listener, shutdown).
+   */
+  uint64_t drop_not_accepting;
+  /**
+   * Drops: rejected by quiche.
+   */
+  uint64_t drop_invalid;
+  /**
+   * Stateless resets sent.
+   */
+  uint64_t resets_sent;
+  /**
+   * Stateless resets suppressed by the rate limit.
+   */
+  uint64_t resets_rate_limited;
+  /**
+   * Retry packets sent.
+   */
+  uint64_t retries_sent;
+  /**
+   * Version negotiation packets sent.
+   */
+  uint64_t version_negotiations;
+  /**
+   * Path migrations.
+   */
+  uint64_t migrations;
+  /**
+   * Stale fd notifications.
+   */
+  uint64_t stale_fd_notifications;
+  /**
+   * Calls on closed handles.
+   */
+  uint64_t stale_handle_calls;
+  /**
+   * Calls from a non-owner thread.
+   */
+  uint64_t wrong_thread_calls;
+  /**
+   * Socket send errors.
+   */
+  uint64_t send_errors;
+} haquic_stats;
+
+/**
  * Every code, in numeric order. Used by `haquic_strerror` tests and the
  * ABI check.
  */
-#define haquic_result_ALL { HAQUIC_OK, HAQUIC_ERR_NULL, HAQUIC_ERR_PANIC, HAQUIC_ERR_INVALID_ARGUMENT, HAQUIC_ERR_NOT_UTF8, HAQUIC_ERR_FILE_NOT_FOUND, HAQUIC_ERR_FILE_UNREADABLE, HAQUIC_ERR_BAD_CERTIFICATE, HAQUIC_ERR_BAD_PRIVATE_KEY, HAQUIC_ERR_KEY_MISMATCH, HAQUIC_ERR_BAD_ALPN, HAQUIC_ERR_OUT_OF_RANGE, HAQUIC_ERR_UNKNOWN_CC_ALGORITHM, HAQUIC_ERR_STRUCT_SIZE, HAQUIC_ERR_INCOMPLETE_CONFIG, HAQUIC_ERR_TLS, HAQUIC_ERR_CLOSED, HAQUIC_ERR_WRONG_THREAD, HAQUIC_ERR_BUFFER_TOO_SMALL, }
+#define haquic_result_ALL { HAQUIC_OK, HAQUIC_ERR_NULL, HAQUIC_ERR_PANIC, HAQUIC_ERR_INVALID_ARGUMENT, HAQUIC_ERR_NOT_UTF8, HAQUIC_ERR_FILE_NOT_FOUND, HAQUIC_ERR_FILE_UNREADABLE, HAQUIC_ERR_BAD_CERTIFICATE, HAQUIC_ERR_BAD_PRIVATE_KEY, HAQUIC_ERR_KEY_MISMATCH, HAQUIC_ERR_BAD_ALPN, HAQUIC_ERR_OUT_OF_RANGE, HAQUIC_ERR_UNKNOWN_CC_ALGORITHM, HAQUIC_ERR_STRUCT_SIZE, HAQUIC_ERR_INCOMPLETE_CONFIG, HAQUIC_ERR_TLS, HAQUIC_ERR_CLOSED, HAQUIC_ERR_WRONG_THREAD, HAQUIC_ERR_BUFFER_TOO_SMALL, HAQUIC_ERR_WOULD_BLOCK, HAQUIC_ERR_QUEUE_FULL, HAQUIC_ERR_PROTOCOL, HAQUIC_ERR_IO, HAQUIC_ERR_LIMIT, HAQUIC_ERR_INVALID_STATE, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -387,6 +843,371 @@ enum haquic_result haquic_config_check(const struct haquic_config *config);
  * `config` is NULL.
  */
 const char *haquic_config_last_error(const struct haquic_config *config);
+
+/**
+ * Sets the cluster secret (1 to 1024 bytes) from which Retry and
+ * stateless-reset tokens derive, so that every process of a cluster or a
+ * reload accepts each other's tokens (HAProxy's `cluster-secret`). Without
+ * one, a random secret is used per engine. Read when an engine is created.
+ */
+enum haquic_result haquic_config_set_cluster_secret(const struct haquic_config *config,
+                                                    const uint8_t *secret,
+                                                    size_t secret_len);
+
+/**
+ * Client role: whether to verify the server's certificate (the default), and
+ * the CA file to verify it against (NULL: the system's default paths).
+ *
+ * A CA file that does not exist gives `HAQUIC_ERR_FILE_NOT_FOUND`.
+ */
+enum haquic_result haquic_config_set_verify_peer(const struct haquic_config *config,
+                                                 bool verify,
+                                                 const char *ca_file);
+
+/**
+ * Adds a reference. Returns `conn` as a new reference. NULL is ignored.
+ */
+const struct haquic_conn *haquic_conn_ref(const struct haquic_conn *conn);
+
+/**
+ * Drops a reference. NULL is a no-op. Dropping the last reference does not
+ * close the connection: the engine owns it until it closes.
+ */
+void haquic_conn_unref(const struct haquic_conn *conn);
+
+/**
+ * Whether the connection has closed. Any thread.
+ */
+bool haquic_conn_is_closed(const struct haquic_conn *conn);
+
+/**
+ * The worker that owns the connection. Any thread.
+ */
+uint32_t haquic_conn_worker(const struct haquic_conn *conn);
+
+/**
+ * Copies the peer's current address (it changes after a migration) into
+ * `addr` (room for `addr_cap` bytes), its length into `*addr_len`.
+ */
+enum haquic_result haquic_conn_peer_address(const struct haquic_conn *conn,
+                                            void *addr,
+                                            size_t addr_cap,
+                                            size_t *addr_len);
+
+/**
+ * Graceful shutdown of one connection: GOAWAY, in-flight streams complete,
+ * then it closes. New requests get H3_REQUEST_REJECTED.
+ */
+enum haquic_result haquic_conn_shutdown(const struct haquic_conn *conn);
+
+/**
+ * Closes the connection now with an HTTP/3 application error `code` and a
+ * reason (`reason_len` bytes, may be 0 with `reason` NULL).
+ */
+enum haquic_result haquic_conn_close(const struct haquic_conn *conn,
+                                     uint64_t code,
+                                     const uint8_t *reason,
+                                     size_t reason_len);
+
+/**
+ * Client role: sends a request head (`n` headers, pseudo-headers first) and,
+ * when `fin`, no body. On success writes a new reference to the stream to
+ * `*out`: release it with `haquic_stream_unref`.
+ *
+ * Returns `HAQUIC_ERR_WOULD_BLOCK` before the handshake completes or while
+ * the peer's stream limit is exhausted.
+ */
+enum haquic_result haquic_conn_send_request(const struct haquic_conn *conn,
+                                            const struct haquic_header *headers,
+                                            size_t n,
+                                            bool fin,
+                                            const struct haquic_stream **out);
+
+/**
+ * Adds a reference. Returns `stream` as a new reference. NULL is ignored.
+ */
+const struct haquic_stream *haquic_stream_ref(const struct haquic_stream *stream);
+
+/**
+ * Drops a reference. NULL is a no-op.
+ */
+void haquic_stream_unref(const struct haquic_stream *stream);
+
+/**
+ * The QUIC stream id. Any thread.
+ */
+uint64_t haquic_stream_id(const struct haquic_stream *stream);
+
+/**
+ * The stream's connection. Borrowed: valid as long as the caller holds the
+ * stream (a stream holds its connection).
+ */
+const struct haquic_conn *haquic_stream_conn(const struct haquic_stream *stream);
+
+/**
+ * Whether the stream is finished both ways, reset, or its connection has
+ * closed. Any thread.
+ */
+bool haquic_stream_is_closed(const struct haquic_stream *stream);
+
+/**
+ * Reads body bytes into `buf`: `*len` gets the count, `*fin` whether the
+ * body is complete. Returns `HAQUIC_ERR_WOULD_BLOCK` when nothing is
+ * buffered yet (wait for `HAQUIC_EVENT_STREAM_READABLE`). Reading is the
+ * backpressure: unread data holds the peer's flow-control window.
+ */
+enum haquic_result haquic_stream_recv(const struct haquic_stream *stream,
+                                      uint8_t *buf,
+                                      size_t buf_cap,
+                                      size_t *len,
+                                      bool *fin);
+
+/**
+ * Server role: sends the response head (`n` headers, `:status` first), with
+ * `fin` when no body follows. Returns `HAQUIC_ERR_WOULD_BLOCK` when it
+ * cannot be sent now (retry on `HAQUIC_EVENT_STREAM_WRITABLE`).
+ */
+enum haquic_result haquic_stream_send_headers(const struct haquic_stream *stream,
+                                              const struct haquic_header *headers,
+                                              size_t n,
+                                              bool fin);
+
+/**
+ * Sends body bytes; `*written` gets how many were taken. Fewer than `len`
+ * (even 0, with `HAQUIC_ERR_WOULD_BLOCK`) means flow control is exhausted:
+ * send the rest after `HAQUIC_EVENT_STREAM_WRITABLE`. `fin` takes effect
+ * only when everything was taken.
+ */
+enum haquic_result haquic_stream_send(const struct haquic_stream *stream,
+                                      const uint8_t *data,
+                                      size_t len,
+                                      bool fin,
+                                      size_t *written);
+
+/**
+ * Sends a trailer section (no pseudo-headers), which ends the stream.
+ */
+enum haquic_result haquic_stream_send_trailers(const struct haquic_stream *stream,
+                                               const struct haquic_header *headers,
+                                               size_t n);
+
+/**
+ * Resets our side of the stream (RESET_STREAM) with an HTTP/3 error code.
+ */
+enum haquic_result haquic_stream_reset(const struct haquic_stream *stream, uint64_t code);
+
+/**
+ * Asks the peer to stop sending (STOP_SENDING) with an HTTP/3 error code.
+ */
+enum haquic_result haquic_stream_stop_sending(const struct haquic_stream *stream, uint64_t code);
+
+/**
+ * Fills `opts` with the defaults. Use `HAQUIC_ENGINE_OPTIONS_INIT(&opts)`.
+ */
+enum haquic_result haquic_engine_options_init(struct haquic_engine_options *opts,
+                                              size_t struct_size);
+
+/**
+ * Creates an engine from `config`, which must hold a certificate (see
+ * `haquic_config_check`) when the engine will accept connections.
+ *
+ * `wake` is called as `wake(userdata, worker)` whenever a worker has work; it
+ * may be called from any thread, and must not call into haquic. It may be
+ * NULL when the host polls every worker on a timer.
+ *
+ * On success writes a new reference to `*out`: release it with
+ * `haquic_engine_unref`. The engine takes its own reference on `config`.
+ * On error the reason is in `haquic_config_last_error(config)`.
+ */
+enum haquic_result haquic_engine_new(const struct haquic_config *config,
+                                     const struct haquic_engine_options *opts,
+                                     haquic_wake_fn wake,
+                                     void *userdata,
+                                     const struct haquic_engine **out);
+
+/**
+ * Adds a reference. Returns `engine` as a new reference. NULL is ignored.
+ */
+const struct haquic_engine *haquic_engine_ref(const struct haquic_engine *engine);
+
+/**
+ * Drops a reference; the last one frees the engine, its workers, sockets and
+ * connections. NULL is a no-op.
+ */
+void haquic_engine_unref(const struct haquic_engine *engine);
+
+/**
+ * The number of workers.
+ */
+uint32_t haquic_engine_worker_count(const struct haquic_engine *engine);
+
+/**
+ * Graceful shutdown: listeners stop accepting, every connection gets
+ * GOAWAY, in-flight streams complete, then connections close. Keep driving
+ * the workers until `haquic_engine_stats` shows no open connection.
+ */
+enum haquic_result haquic_engine_shutdown(const struct haquic_engine *engine);
+
+/**
+ * Creates a listener on `addr` (a `struct sockaddr_in` or `sockaddr_in6` of
+ * `addr_len` bytes; port 0 picks one).
+ *
+ * Without flags the engine binds one socket per worker (SO_REUSEPORT) and
+ * reads them in `haquic_worker_process`; `haquic_listener_fd` gives each
+ * worker's fd for the host to poll. With `HAQUIC_LISTENER_HOST_FED` nothing
+ * is bound: the host passes datagrams in with `haquic_listener_recv` and
+ * takes outgoing ones with `haquic_worker_pop_datagram`.
+ *
+ * `config` may be NULL to use the engine's. On success writes a new
+ * reference to `*out`: release it with `haquic_listener_unref`.
+ */
+enum haquic_result haquic_listener_new(const struct haquic_engine *engine,
+                                       const struct haquic_config *config,
+                                       const void *addr,
+                                       size_t addr_len,
+                                       uint32_t flags,
+                                       const struct haquic_listener **out);
+
+/**
+ * Adds a reference to a listener. NULL is ignored.
+ */
+const struct haquic_listener *haquic_listener_ref(const struct haquic_listener *listener);
+
+/**
+ * Drops a reference to a listener. NULL is a no-op. The engine keeps its own
+ * reference until it is freed.
+ */
+void haquic_listener_unref(const struct haquic_listener *listener);
+
+/**
+ * Stops accepting new connections on the listener; existing ones continue.
+ */
+enum haquic_result haquic_listener_close(const struct haquic_listener *listener);
+
+/**
+ * Copies the listener's local address (a `sockaddr_in`/`sockaddr_in6`) into
+ * `addr`, which has room for `addr_cap` bytes, and its length into
+ * `*addr_len`.
+ */
+enum haquic_result haquic_listener_address(const struct haquic_listener *listener,
+                                           void *addr,
+                                           size_t addr_cap,
+                                           size_t *addr_len);
+
+/**
+ * The fd of `worker`'s socket on an engine-owned listener, for the host to
+ * poll for reading, and its generation in `*generation`. Returns
+ * `HAQUIC_ERR_INVALID_STATE` for a host-fed listener.
+ *
+ * Borrowed: the engine owns the fd and closes it when the engine is freed.
+ */
+enum haquic_result haquic_listener_fd(const struct haquic_listener *listener,
+                                      uint32_t worker,
+                                      int32_t *fd,
+                                      uint32_t *generation);
+
+/**
+ * Passes a datagram received on a host-fed listener. May be called from any
+ * thread: the datagram is routed to the worker that owns its connection ID
+ * and that worker is woken.
+ *
+ * Returns `HAQUIC_ERR_QUEUE_FULL` when the owner's queue is full (the
+ * datagram is dropped and counted; nothing blocks), `HAQUIC_ERR_PROTOCOL`
+ * when no connection ID can be read from it (dropped, counted).
+ */
+enum haquic_result haquic_listener_recv(const struct haquic_engine *engine,
+                                        const struct haquic_listener *listener,
+                                        const uint8_t *data,
+                                        size_t len,
+                                        const void *peer,
+                                        size_t peer_len);
+
+/**
+ * Drives worker `worker` on its owner thread: takes in queued datagrams,
+ * reads its sockets, fires due timers, and sends. Call it when woken, when
+ * its fds are readable, and when `haquic_worker_next_timeout` expires.
+ *
+ * The engine reads the monotonic clock itself (quiche's timers use it), so
+ * there is no time argument.
+ */
+enum haquic_result haquic_worker_process(const struct haquic_engine *engine, uint32_t worker);
+
+/**
+ * Milliseconds until `haquic_worker_process` must run again for `worker`'s
+ * timers; -1 when it has none, 0 when work is queued.
+ */
+int64_t haquic_worker_next_timeout(const struct haquic_engine *engine, uint32_t worker);
+
+/**
+ * Fills `ev` with the default (empty) event. Use `HAQUIC_EVENT_INIT(&ev)`.
+ */
+enum haquic_result haquic_event_init(struct haquic_event *ev, size_t struct_size);
+
+/**
+ * Pulls the next event of `worker` into `*ev` (initialised with
+ * `HAQUIC_EVENT_INIT`). Returns `HAQUIC_ERR_WOULD_BLOCK` when there is none.
+ *
+ * The pointers in the event are borrowed: valid until the next call to
+ * `haquic_worker_poll` on this worker.
+ */
+enum haquic_result haquic_worker_poll(const struct haquic_engine *engine,
+                                      uint32_t worker,
+                                      struct haquic_event *ev);
+
+/**
+ * Takes the next datagram `worker` wants sent on a host-fed listener: copies
+ * it into `buf` (`*len` bytes), its destination into `peer` (room for
+ * `peer_cap` bytes, length in `*peer_len`) and its listener's id... the
+ * listener is implied: the host sends it from the listener's socket.
+ *
+ * Returns `HAQUIC_ERR_WOULD_BLOCK` when there is none, and
+ * `HAQUIC_ERR_BUFFER_TOO_SMALL` (keeping the datagram) when `buf` or `peer`
+ * is too small. A datagram is at most 65527 bytes.
+ */
+enum haquic_result haquic_worker_pop_datagram(const struct haquic_engine *engine,
+                                              uint32_t worker,
+                                              uint8_t *buf,
+                                              size_t buf_cap,
+                                              size_t *len,
+                                              void *peer,
+                                              size_t peer_cap,
+                                              size_t *peer_len);
+
+/**
+ * Client role: opens a connection from `worker` (called on its thread)
+ * through `listener` (its socket, or host-fed) to `peer`, with `server_name`
+ * for SNI and certificate checks (NULL: none).
+ *
+ * On success writes a new reference to `*out`: release it with
+ * `haquic_conn_unref`. Requests can be sent once
+ * `HAQUIC_EVENT_CONN_ESTABLISHED` arrives.
+ */
+enum haquic_result haquic_worker_connect(const struct haquic_engine *engine,
+                                         uint32_t worker,
+                                         const struct haquic_listener *listener,
+                                         const void *peer,
+                                         size_t peer_len,
+                                         const char *server_name,
+                                         const struct haquic_conn **out);
+
+/**
+ * Fills `stats` with zeros and its size. Use `HAQUIC_STATS_INIT(&stats)`.
+ */
+enum haquic_result haquic_stats_init(struct haquic_stats *stats, size_t struct_size);
+
+/**
+ * Copies the engine's counters (summed over workers) into `*stats`. Any
+ * thread.
+ */
+enum haquic_result haquic_engine_stats(const struct haquic_engine *engine,
+                                       struct haquic_stats *stats);
+
+/**
+ * Copies one worker's counters into `*stats`. Any thread.
+ */
+enum haquic_result haquic_worker_stats(const struct haquic_engine *engine,
+                                       uint32_t worker,
+                                       struct haquic_stats *stats);
 
 /**
  * Returns a short description of a result code.

@@ -56,12 +56,25 @@ pub enum haquic_result {
     HAQUIC_ERR_WRONG_THREAD = 17,
     /// The output buffer is too small. Nothing was written.
     HAQUIC_ERR_BUFFER_TOO_SMALL = 18,
+    /// Nothing to do now: no event, no datagram, no flow-control credit, or
+    /// the handshake is not complete. Try again after the next wake-up.
+    HAQUIC_ERR_WOULD_BLOCK = 19,
+    /// A bounded queue is full; the item was dropped and counted.
+    HAQUIC_ERR_QUEUE_FULL = 20,
+    /// A QUIC or HTTP/3 protocol error.
+    HAQUIC_ERR_PROTOCOL = 21,
+    /// A socket operation failed.
+    HAQUIC_ERR_IO = 22,
+    /// A configured or negotiated limit was reached (streams, connections).
+    HAQUIC_ERR_LIMIT = 23,
+    /// Not allowed in the object's current state (for example, headers twice).
+    HAQUIC_ERR_INVALID_STATE = 24,
 }
 
 impl haquic_result {
     /// Every code, in numeric order. Used by `haquic_strerror` tests and the
     /// ABI check.
-    pub const ALL: [haquic_result; 19] = [
+    pub const ALL: [haquic_result; 25] = [
         haquic_result::HAQUIC_OK,
         haquic_result::HAQUIC_ERR_NULL,
         haquic_result::HAQUIC_ERR_PANIC,
@@ -81,6 +94,12 @@ impl haquic_result {
         haquic_result::HAQUIC_ERR_CLOSED,
         haquic_result::HAQUIC_ERR_WRONG_THREAD,
         haquic_result::HAQUIC_ERR_BUFFER_TOO_SMALL,
+        haquic_result::HAQUIC_ERR_WOULD_BLOCK,
+        haquic_result::HAQUIC_ERR_QUEUE_FULL,
+        haquic_result::HAQUIC_ERR_PROTOCOL,
+        haquic_result::HAQUIC_ERR_IO,
+        haquic_result::HAQUIC_ERR_LIMIT,
+        haquic_result::HAQUIC_ERR_INVALID_STATE,
     ];
 
     /// Maps a raw integer from C back to a code, if it is one.
@@ -116,6 +135,12 @@ impl haquic_result {
             HAQUIC_ERR_CLOSED => c"object is closed",
             HAQUIC_ERR_WRONG_THREAD => c"called from a thread that does not own the object",
             HAQUIC_ERR_BUFFER_TOO_SMALL => c"output buffer too small",
+            HAQUIC_ERR_WOULD_BLOCK => c"nothing to do now; try again after the next wake-up",
+            HAQUIC_ERR_QUEUE_FULL => c"queue full; the item was dropped and counted",
+            HAQUIC_ERR_PROTOCOL => c"QUIC or HTTP/3 protocol error",
+            HAQUIC_ERR_IO => c"socket error",
+            HAQUIC_ERR_LIMIT => c"limit reached",
+            HAQUIC_ERR_INVALID_STATE => c"not allowed in the current state",
         }
     }
 }

@@ -6,12 +6,25 @@
 //!   checks and result codes. The only module that casts pointers.
 //! - [`engine`]: configuration and, as it grows, workers, lifecycle and
 //!   statistics.
+//! - [`dispatch`]: routing datagrams to the worker that owns their
+//!   connection ID, through bounded queues.
+//! - [`conn`] and [`h3`]: one connection's state machine over quiche, and the
+//!   HTTP/3 message rules.
+//! - [`cid`]: connection IDs that carry their worker, reset and Retry tokens.
+//! - [`io`]: UDP sockets the engine owns.
+//! - [`handle`]: objects C can hold, counted while alive.
 //! - [`error`]: the result codes every layer shares.
 
 #![warn(missing_docs)]
 
+pub mod cid;
+pub mod conn;
+pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod h3;
+pub mod handle;
+pub mod io;
 
 pub use error::{Error, Result, haquic_result};

@@ -41,6 +41,8 @@ mod bindgen_roundtrip {
     #![allow(non_camel_case_types, non_upper_case_globals, dead_code, non_snake_case)]
     use haquic::error::haquic_result;
     use haquic::ffi::config::haquic_limits;
+    use haquic::ffi::conn::haquic_header;
+    use haquic::ffi::engine::{haquic_engine_options, haquic_event, haquic_event_type, haquic_stats};
     use std::mem::{align_of, offset_of, size_of};
 
     mod c {
@@ -65,7 +67,28 @@ mod bindgen_roundtrip {
 
     #[test]
     fn structs_match() {
-        let checked = [same_struct!(haquic_limits {
+        let checked = [
+            same_struct!(haquic_header { name, name_len, value, value_len }),
+            same_struct!(haquic_engine_options {
+                struct_size, workers, dispatch_queue_capacity, out_queue_capacity,
+                max_connections_per_worker, retry_threshold, stateless_resets_per_second,
+                force_retry, reserved, qlog_dir,
+            }),
+            same_struct!(haquic_event {
+                struct_size, kind, conn, stream, code, headers, headers_len, reason, reason_len,
+                fin, is_app_error,
+            }),
+            same_struct!(haquic_stats {
+                struct_size, reserved, conns_open, conns_accepted, conns_closed, handshakes,
+                packets_in, packets_out, bytes_in, bytes_out, lost, retransmitted, requests,
+                requests_rejected, h3_message_errors, h3_conn_errors,
+                streams_aborted_before_headers, drop_queue_full, drop_unparsable,
+                drop_unknown_cid, drop_bad_token, drop_out_queue_full, drop_conn_limit,
+                drop_not_accepting, drop_invalid, resets_sent, resets_rate_limited,
+                retries_sent, version_negotiations, migrations, stale_fd_notifications,
+                stale_handle_calls, wrong_thread_calls, send_errors,
+            }),
+            same_struct!(haquic_limits {
             struct_size,
             reserved,
             idle_timeout_ms,
@@ -77,7 +100,18 @@ mod bindgen_roundtrip {
             initial_max_stream_data_uni,
             max_field_section_size,
             max_udp_payload_size,
-        })];
+        }),
+        ];
+        assert_eq!(
+            offset_of!(haquic_stats, send_errors) + 8,
+            size_of::<haquic_stats>(),
+            "haquic_stats has fields after send_errors that this test does not check"
+        );
+        assert_eq!(
+            offset_of!(haquic_event, is_app_error) + 1 + 6,
+            size_of::<haquic_event>(),
+            "haquic_event layout changed: check its fields here"
+        );
         // Every field the header declares must be one we checked: compare
         // the field count through the struct's size, which the offsets of
         // the last field and its type determine.
@@ -102,7 +136,39 @@ mod bindgen_roundtrip {
         // No code in the header that Rust does not have.
         let declared_codes = GENERATED_ENUM_VARIANTS.with(|v| v.clone());
         assert_eq!(declared_codes, sorted(&names.iter().map(String::as_str).collect::<Vec<_>>()));
-        assert_eq!(declared("enum"), vec!["haquic_result".to_string()], "enums declared in the header");
+        assert_eq!(
+            declared("enum"),
+            vec!["haquic_event_type".to_string(), "haquic_result".to_string()],
+            "enums declared in the header"
+        );
+    }
+
+    #[test]
+    fn event_type_enum_matches() {
+        use haquic_event_type::*;
+        let all = [
+            (HAQUIC_EVENT_NONE, c::haquic_event_type::HAQUIC_EVENT_NONE),
+            (HAQUIC_EVENT_CONN_ESTABLISHED, c::haquic_event_type::HAQUIC_EVENT_CONN_ESTABLISHED),
+            (HAQUIC_EVENT_REQUEST, c::haquic_event_type::HAQUIC_EVENT_REQUEST),
+            (HAQUIC_EVENT_RESPONSE, c::haquic_event_type::HAQUIC_EVENT_RESPONSE),
+            (HAQUIC_EVENT_TRAILERS, c::haquic_event_type::HAQUIC_EVENT_TRAILERS),
+            (HAQUIC_EVENT_STREAM_READABLE, c::haquic_event_type::HAQUIC_EVENT_STREAM_READABLE),
+            (HAQUIC_EVENT_STREAM_WRITABLE, c::haquic_event_type::HAQUIC_EVENT_STREAM_WRITABLE),
+            (HAQUIC_EVENT_STREAM_FINISHED, c::haquic_event_type::HAQUIC_EVENT_STREAM_FINISHED),
+            (HAQUIC_EVENT_STREAM_RESET, c::haquic_event_type::HAQUIC_EVENT_STREAM_RESET),
+            (HAQUIC_EVENT_STOP_SENDING, c::haquic_event_type::HAQUIC_EVENT_STOP_SENDING),
+            (HAQUIC_EVENT_GOAWAY, c::haquic_event_type::HAQUIC_EVENT_GOAWAY),
+            (HAQUIC_EVENT_CONN_CLOSED, c::haquic_event_type::HAQUIC_EVENT_CONN_CLOSED),
+        ];
+        for (i, (rust, cval)) in all.iter().enumerate() {
+            assert_eq!(*rust as i64, *cval as i64, "{rust:?}");
+            assert_eq!(*rust as usize, i, "{rust:?} out of order");
+        }
+        let b = include_str!(concat!(env!("OUT_DIR"), "/abi_bindings.rs"));
+        let m = b.find("pub mod haquic_event_type").expect("haquic_event_type in bindings");
+        let end = m + b[m..].find("\n}").unwrap();
+        let declared = b[m..end].lines().filter(|l| l.trim().starts_with("pub const ")).count();
+        assert_eq!(declared, all.len(), "event types in the header vs checked here");
     }
 
     #[test]
@@ -112,6 +178,7 @@ mod bindgen_roundtrip {
         assert_eq!(c::HAQUIC_VERSION_MINOR, HAQUIC_VERSION_MINOR);
         assert_eq!(c::HAQUIC_VERSION_PATCH, HAQUIC_VERSION_PATCH);
         assert_eq!(c::HAQUIC_ALPN_WIRE_MAX, HAQUIC_ALPN_WIRE_MAX);
+        assert_eq!(c::HAQUIC_LISTENER_HOST_FED, haquic::ffi::engine::HAQUIC_LISTENER_HOST_FED);
     }
 
     fn c_result_value(name: &str) -> Option<i64> {
@@ -126,7 +193,9 @@ mod bindgen_roundtrip {
             HAQUIC_ERR_BAD_CERTIFICATE, HAQUIC_ERR_BAD_PRIVATE_KEY, HAQUIC_ERR_KEY_MISMATCH,
             HAQUIC_ERR_BAD_ALPN, HAQUIC_ERR_OUT_OF_RANGE, HAQUIC_ERR_UNKNOWN_CC_ALGORITHM,
             HAQUIC_ERR_STRUCT_SIZE, HAQUIC_ERR_INCOMPLETE_CONFIG, HAQUIC_ERR_TLS,
-            HAQUIC_ERR_CLOSED, HAQUIC_ERR_WRONG_THREAD, HAQUIC_ERR_BUFFER_TOO_SMALL
+            HAQUIC_ERR_CLOSED, HAQUIC_ERR_WRONG_THREAD, HAQUIC_ERR_BUFFER_TOO_SMALL,
+            HAQUIC_ERR_WOULD_BLOCK, HAQUIC_ERR_QUEUE_FULL, HAQUIC_ERR_PROTOCOL, HAQUIC_ERR_IO,
+            HAQUIC_ERR_LIMIT, HAQUIC_ERR_INVALID_STATE
         )
     }
 

@@ -218,6 +218,13 @@ pub struct ConfigState {
     pub limits: Limits,
     /// Congestion control.
     pub cc: CcAlgorithm,
+    /// Secret shared by every process of a cluster or reload: Retry tokens
+    /// and stateless-reset tokens derive from it. Empty means random.
+    pub cluster_secret: Vec<u8>,
+    /// Client role: verify the server's certificate.
+    pub verify_peer: bool,
+    /// Client role: CA bundle to verify against (system default otherwise).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ConfigState {
@@ -227,6 +234,9 @@ impl Default for ConfigState {
             alpn: vec![b"h3".to_vec()],
             limits: Limits::default(),
             cc: CcAlgorithm::Cubic,
+            cluster_secret: Vec::new(),
+            verify_peer: true,
+            ca_file: None,
         }
     }
 }
@@ -374,6 +384,71 @@ impl Config {
         })
     }
 
+    /// Sets the cluster secret (1 to 1024 bytes).
+    pub fn set_cluster_secret(&self, secret: &[u8]) -> Result<()> {
+        self.update(|s| {
+            if secret.is_empty() || secret.len() > 1024 {
+                return Err(Error::new(
+                    haquic_result::HAQUIC_ERR_OUT_OF_RANGE,
+                    format!("cluster secret of {} bytes; allowed 1 to 1024", secret.len()),
+                ));
+            }
+            s.cluster_secret = secret.to_vec();
+            Ok(())
+        })
+    }
+
+    /// Client role: whether to verify the server certificate, and against
+    /// which CA file (None: the system's).
+    pub fn set_verify_peer(&self, verify: bool, ca_file: Option<&Path>) -> Result<()> {
+        self.update(|s| {
+            if let Some(p) = ca_file {
+                std::fs::metadata(p).map_err(|e| {
+                    let code = if e.kind() == std::io::ErrorKind::NotFound {
+                        haquic_result::HAQUIC_ERR_FILE_NOT_FOUND
+                    } else {
+                        haquic_result::HAQUIC_ERR_FILE_UNREADABLE
+                    };
+                    Error::new(code, format!("CA file '{}': {e}", p.display()))
+                })?;
+            }
+            s.verify_peer = verify;
+            s.ca_file = ca_file.map(Path::to_path_buf);
+            Ok(())
+        })
+    }
+
+    /// Builds a client-role quiche configuration (no certificate needed).
+    pub fn to_quiche_client(&self) -> Result<quiche::Config> {
+        let s = self.snapshot()?;
+        let q = |e: quiche::Error| Error::new(haquic_result::HAQUIC_ERR_TLS, format!("quiche: {e}"));
+        let mut c = quiche::Config::new(quiche::PROTOCOL_VERSION).map_err(q)?;
+        let alpn: Vec<&[u8]> = s.alpn.iter().map(|p| p.as_slice()).collect();
+        c.set_application_protos(&alpn).map_err(q)?;
+        c.verify_peer(s.verify_peer);
+        if let Some(ca) = &s.ca_file {
+            c.load_verify_locations_from_file(&ca.to_string_lossy()).map_err(q)?;
+        }
+        Self::apply_limits(&mut c, &s);
+        Ok(c)
+    }
+
+    fn apply_limits(c: &mut quiche::Config, s: &ConfigState) {
+        let l = s.limits;
+        c.set_max_idle_timeout(l.idle_timeout_ms);
+        c.set_initial_max_streams_bidi(l.max_streams_bidi);
+        c.set_initial_max_streams_uni(l.max_streams_uni);
+        c.set_initial_max_data(l.initial_max_data);
+        c.set_initial_max_stream_data_bidi_local(l.initial_max_stream_data_bidi_local);
+        c.set_initial_max_stream_data_bidi_remote(l.initial_max_stream_data_bidi_remote);
+        c.set_initial_max_stream_data_uni(l.initial_max_stream_data_uni);
+        c.set_max_send_udp_payload_size(l.max_udp_payload_size as usize);
+        c.set_max_recv_udp_payload_size(65_527);
+        c.set_cc_algorithm(s.cc.to_quiche());
+        c.set_disable_active_migration(false);
+        c.set_active_connection_id_limit(4);
+    }
+
     /// Checks that the configuration can build an engine.
     pub fn check(&self) -> Result<()> {
         let r = self.lock_state().and_then(|s| {
@@ -400,18 +475,7 @@ impl Config {
         let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls).map_err(q)?;
         let alpn: Vec<&[u8]> = s.alpn.iter().map(|p| p.as_slice()).collect();
         c.set_application_protos(&alpn).map_err(q)?;
-        let l = s.limits;
-        c.set_max_idle_timeout(l.idle_timeout_ms);
-        c.set_initial_max_streams_bidi(l.max_streams_bidi);
-        c.set_initial_max_streams_uni(l.max_streams_uni);
-        c.set_initial_max_data(l.initial_max_data);
-        c.set_initial_max_stream_data_bidi_local(l.initial_max_stream_data_bidi_local);
-        c.set_initial_max_stream_data_bidi_remote(l.initial_max_stream_data_bidi_remote);
-        c.set_initial_max_stream_data_uni(l.initial_max_stream_data_uni);
-        c.set_max_send_udp_payload_size(l.max_udp_payload_size as usize);
-        c.set_max_recv_udp_payload_size(65_527);
-        c.set_cc_algorithm(s.cc.to_quiche());
-        c.set_disable_active_migration(false);
+        Self::apply_limits(&mut c, &s);
         Ok(c)
     }
 }

@@ -448,3 +448,37 @@ pub extern "C" fn haquic_config_last_error(config: *const haquic_config) -> *con
         cfg.last_error_ptr()
     }
 }
+
+/// Sets the cluster secret (1 to 1024 bytes) from which Retry and
+/// stateless-reset tokens derive, so that every process of a cluster or a
+/// reload accepts each other's tokens (HAProxy's `cluster-secret`). Without
+/// one, a random secret is used per engine. Read when an engine is created.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_config_set_cluster_secret(
+    config: *const haquic_config,
+    secret: *const u8,
+    secret_len: usize,
+) -> haquic_result {
+    ffi_panic_boundary! {
+        let cfg = try_ref!(config);
+        let Some(secret) = super::borrow_slice(secret, secret_len) else { return null_arg(cfg, "secret") };
+        finish(cfg, cfg.set_cluster_secret(secret))
+    }
+}
+
+/// Client role: whether to verify the server's certificate (the default), and
+/// the CA file to verify it against (NULL: the system's default paths).
+///
+/// A CA file that does not exist gives `HAQUIC_ERR_FILE_NOT_FOUND`.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_config_set_verify_peer(
+    config: *const haquic_config,
+    verify: bool,
+    ca_file: *const c_char,
+) -> haquic_result {
+    ffi_panic_boundary! {
+        let cfg = try_ref!(config);
+        let ca = super::borrow_cstr(ca_file).map(path_of);
+        finish(cfg, cfg.set_verify_peer(verify, ca))
+    }
+}

@@ -17,12 +17,14 @@
 #![allow(non_camel_case_types)]
 
 use crate::error::{Error, haquic_result};
+pub use crate::handle::{Shared, Tracked, live_objects};
 use std::ffi::CStr;
 use std::os::raw::c_char;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod config;
+pub mod conn;
+pub mod engine;
 pub mod result;
 #[cfg(feature = "test-hooks")]
 pub mod testing;
@@ -77,7 +79,16 @@ macro_rules! zero_default {
         }
     )*};
 }
-zero_default!(u32, u64, usize, i32);
+zero_default!(u32, u64, usize, i32, i64);
+
+impl FfiDefault for bool {
+    fn on_panic() -> Self {
+        false
+    }
+    fn on_null() -> Self {
+        false
+    }
+}
 
 /// Runs an exported function's body, turning a panic into the return type's
 /// [`FfiDefault::on_panic`] value. `return` inside the body returns from the
@@ -114,39 +125,6 @@ macro_rules! try_out {
 }
 pub(crate) use try_out;
 
-/// Number of live handle objects (all kinds), for leak checks.
-static LIVE_OBJECTS: AtomicUsize = AtomicUsize::new(0);
-
-/// The current number of live handle objects.
-pub fn live_objects() -> usize {
-    LIVE_OBJECTS.load(Ordering::SeqCst)
-}
-
-/// A handle's Rust object, counted while alive.
-pub struct Tracked<T> {
-    inner: T,
-}
-
-impl<T> Tracked<T> {
-    fn new(inner: T) -> Tracked<T> {
-        LIVE_OBJECTS.fetch_add(1, Ordering::SeqCst);
-        Tracked { inner }
-    }
-}
-
-impl<T> Drop for Tracked<T> {
-    fn drop(&mut self) {
-        LIVE_OBJECTS.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl<T> std::ops::Deref for Tracked<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.inner
-    }
-}
-
 /// An opaque C type that stands for an `Arc<Tracked<Self::Rust>>`.
 pub trait ArcHandle {
     /// The Rust object the handle refers to.
@@ -155,7 +133,28 @@ pub trait ArcHandle {
 
 /// Turns a new object into a handle holding one reference.
 pub fn new_handle<H: ArcHandle>(value: H::Rust) -> *const H {
-    Arc::into_raw(Arc::new(Tracked::new(value))) as *const H
+    into_handle::<H>(crate::handle::shared(value))
+}
+
+/// Gives C one reference to an existing object (a new reference).
+pub fn into_handle<H: ArcHandle>(value: Shared<H::Rust>) -> *const H {
+    Arc::into_raw(value) as *const H
+}
+
+/// A borrowed pointer to an object the engine keeps alive (no reference is
+/// added; the caller documents how long it stays valid).
+pub fn borrowed_handle<H: ArcHandle>(value: &Shared<H::Rust>) -> *const H {
+    Arc::as_ptr(value) as *const H
+}
+
+/// Takes a new `Arc` reference to the object behind a borrowed handle.
+pub fn clone_handle<H: ArcHandle>(ptr: *const H) -> Option<Shared<H::Rust>> {
+    if ptr.is_null() {
+        return None;
+    }
+    handle_ref(ptr);
+    // SAFETY: `handle_ref` just added the reference that this Arc now owns.
+    Some(unsafe { Arc::from_raw(ptr as *const Tracked<H::Rust>) })
 }
 
 /// Borrows the object behind a handle for the duration of a call.

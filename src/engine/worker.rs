@@ -1,0 +1,559 @@
+//! A worker: the connections one host thread owns, its inbound queue, its
+//! timers and its events.
+//!
+//! Only the owner thread may drive a worker or act on its connections. The
+//! owner is the first thread that drives it (or acts on one of its
+//! connections); any other thread gets `HAQUIC_ERR_WRONG_THREAD`. The state
+//! sits behind a mutex that only the owner ever takes, so it is never
+//! contended; it exists so that a misbehaving host gets an error, not a data
+//! race.
+
+use super::EngineInner;
+use super::event::Event;
+use super::listener::{Listener, Mode};
+use super::stats::Counters;
+use crate::cid::{CID_LEN, decode_worker};
+use crate::conn::Conn;
+use crate::dispatch::{Datagram, dcid_of};
+use crate::error::{Error, Result, haquic_result};
+use crate::handle::{Shared, Tracked};
+use std::any::Any;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+static NEXT_THREAD_TOKEN: AtomicU64 = AtomicU64::new(1);
+thread_local! {
+    static THREAD_TOKEN: u64 = NEXT_THREAD_TOKEN.fetch_add(1, Ordering::Relaxed);
+}
+
+fn thread_token() -> u64 {
+    THREAD_TOKEN.with(|t| *t)
+}
+
+/// A datagram waiting for the host to send it (host-fed listeners).
+#[derive(Debug)]
+pub struct OutDatagram {
+    /// The listener it leaves from.
+    pub listener: u32,
+    /// The payload.
+    pub data: Vec<u8>,
+    /// Destination.
+    pub to: SocketAddr,
+    /// Source.
+    pub from: SocketAddr,
+}
+
+/// The owner thread's state.
+pub struct WorkerState {
+    conns: HashMap<u64, Conn>,
+    by_cid: HashMap<Vec<u8>, u64>,
+    events: VecDeque<Event>,
+    dirty: HashSet<u64>,
+    out: VecDeque<OutDatagram>,
+    server_cfgs: HashMap<u32, quiche::Config>,
+    client_cfg: Option<quiche::Config>,
+    reset_window: (Instant, u32),
+    half_open: usize,
+    buf: Vec<u8>,
+    /// Storage the C layer keeps for the event it last returned.
+    pub poll_slot: Option<Box<dyn Any + Send>>,
+}
+
+/// One worker.
+pub struct Worker {
+    /// Its index.
+    pub id: usize,
+    owner: AtomicU64,
+    state: Mutex<WorkerState>,
+    /// Its counters.
+    pub counters: Counters,
+}
+
+const SEND_BUF: usize = 65_535;
+const MAX_DATAGRAMS_PER_PROCESS: usize = 4096;
+
+impl Worker {
+    /// A worker with no connections.
+    pub fn new(id: usize) -> Worker {
+        Worker {
+            id,
+            owner: AtomicU64::new(0),
+            state: Mutex::new(WorkerState {
+                conns: HashMap::new(),
+                by_cid: HashMap::new(),
+                events: VecDeque::new(),
+                dirty: HashSet::new(),
+                out: VecDeque::new(),
+                server_cfgs: HashMap::new(),
+                client_cfg: None,
+                reset_window: (Instant::now(), 0),
+                half_open: 0,
+                buf: vec![0; SEND_BUF],
+                poll_slot: None,
+            }),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Binds the worker to the calling thread if it has no owner yet, and
+    /// checks that the caller is the owner.
+    pub fn check_owner(&self) -> Result<()> {
+        let me = thread_token();
+        match self.owner.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(()),
+            Err(owner) if owner == me => Ok(()),
+            Err(_) => {
+                self.counters.inc(&self.counters.wrong_thread_calls);
+                Err(Error::new(
+                    haquic_result::HAQUIC_ERR_WRONG_THREAD,
+                    format!("worker {} belongs to another thread", self.id),
+                ))
+            }
+        }
+    }
+
+    /// Locks the state after checking the owner.
+    pub fn lock(&self) -> Result<MutexGuard<'_, WorkerState>> {
+        self.check_owner()?;
+        self.state.lock().map_err(|_| {
+            Error::new(haquic_result::HAQUIC_ERR_PANIC, format!("worker {} is unusable after an internal panic", self.id))
+        })
+    }
+}
+
+impl WorkerState {
+    /// Runs `f` on a connection of this worker; `HAQUIC_ERR_CLOSED` if it is
+    /// gone. Marks it for flushing.
+    pub fn with_conn<T>(&mut self, id: u64, counters: &Counters, f: impl FnOnce(&mut Conn, &Counters) -> Result<T>) -> Result<T> {
+        let Some(c) = self.conns.get_mut(&id) else {
+            counters.inc(&counters.stale_handle_calls);
+            return Err(Error::new(haquic_result::HAQUIC_ERR_CLOSED, "the connection is closed"));
+        };
+        let r = f(c, counters);
+        if matches!(&r, Err(e) if e.code == haquic_result::HAQUIC_ERR_CLOSED) {
+            counters.inc(&counters.stale_handle_calls);
+        }
+        self.dirty.insert(id);
+        r
+    }
+
+    /// The next event, if any.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next datagram for the host to send, if any.
+    pub fn next_datagram(&mut self) -> Option<OutDatagram> {
+        self.out.pop_front()
+    }
+
+    /// Puts a datagram back at the head (the host's buffer was too small).
+    pub fn unpop_datagram(&mut self, d: OutDatagram) {
+        self.out.push_front(d);
+    }
+
+    /// Connections owned.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Time until the earliest connection timer, if any.
+    pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        self.conns.values().filter_map(|c| c.timeout_at).min().map(|t| t.saturating_duration_since(now))
+    }
+
+    fn register_cid(&mut self, cid: Vec<u8>, conn: u64) {
+        self.by_cid.insert(cid.clone(), conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.scids.push(cid);
+        }
+    }
+}
+
+/// Everything a worker needs from the engine while it processes.
+pub struct Ctx<'a> {
+    /// The engine.
+    pub engine: &'a EngineInner,
+    /// The engine, weakly, for new connections' handles.
+    pub engine_weak: Weak<Tracked<EngineInner>>,
+    /// The worker.
+    pub worker: &'a Worker,
+}
+
+impl Ctx<'_> {
+    fn counters(&self) -> &Counters {
+        &self.worker.counters
+    }
+
+    /// Sends (socket mode) or queues (host-fed) one datagram.
+    fn emit(&self, st: &mut WorkerState, listener: &Listener, data: &[u8], to: SocketAddr, from: SocketAddr) {
+        let c = self.counters();
+        match &listener.mode {
+            Mode::Sockets(_) => {
+                let Some(sock) = listener.socket(self.worker.id) else { return };
+                match sock.send_to(data, to) {
+                    Ok(_) => {
+                        c.inc(&c.packets_out);
+                        c.add(&c.bytes_out, data.len() as u64);
+                    }
+                    Err(_) => c.inc(&c.send_errors),
+                }
+            }
+            Mode::HostFed => {
+                if st.out.len() >= self.engine.opts.out_queue_capacity {
+                    c.inc(&c.drop_out_queue_full);
+                    return;
+                }
+                c.inc(&c.packets_out);
+                c.add(&c.bytes_out, data.len() as u64);
+                st.out.push_back(OutDatagram { listener: listener.id, data: data.to_vec(), to, from });
+            }
+        }
+    }
+
+    /// Drives the worker: queued datagrams, owned sockets, timers, flushes.
+    pub fn process(&self, st: &mut WorkerState) {
+        let w = self.worker.id;
+        for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
+            let Some(d) = self.engine.dispatcher.pop(w) else { break };
+            self.handle_datagram(st, d);
+        }
+        self.read_sockets(st);
+        let now = Instant::now();
+        let expired: Vec<u64> =
+            st.conns.iter().filter(|(_, c)| c.timeout_at.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
+        for id in expired {
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.q.on_timeout();
+                st.dirty.insert(id);
+            }
+        }
+        if self.engine.shutting_down.load(Ordering::Acquire) {
+            let ids: Vec<u64> = st.conns.keys().copied().collect();
+            for id in ids {
+                if let Some(c) = st.conns.get_mut(&id) {
+                    let _ = c.shutdown();
+                }
+                st.dirty.insert(id);
+            }
+        }
+        self.flush(st);
+    }
+
+    fn read_sockets(&self, st: &mut WorkerState) {
+        let listeners: Vec<Shared<Listener>> = self.engine.listeners.lock().unwrap().clone();
+        let mut buf = vec![0u8; 65_535];
+        for l in listeners {
+            let Some(sock) = l.socket(self.worker.id) else { continue };
+            let local = l.local;
+            for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
+                let (n, peer) = match sock.recv_from(&mut buf) {
+                    Ok(v) => v,
+                    Err(_) => break,
+                };
+                let d = Datagram { listener: l.clone(), data: buf[..n].to_vec(), peer, local };
+                match self.engine.dispatcher.route(&d.data) {
+                    Some(owner) if owner == self.worker.id => self.handle_datagram(st, d),
+                    Some(owner) => {
+                        if self.engine.dispatcher.push(owner, d).is_err() {
+                            let c = &self.engine.workers[owner].counters;
+                            c.inc(&c.drop_queue_full);
+                        }
+                    }
+                    None => self.counters().inc(&self.counters().drop_unparsable),
+                }
+            }
+        }
+    }
+
+    /// One datagram for this worker.
+    pub fn handle_datagram(&self, st: &mut WorkerState, mut d: Datagram) {
+        let c = self.counters();
+        let Some(dcid) = dcid_of(&d.data).map(|x| x.to_vec()) else {
+            c.inc(&c.drop_unparsable);
+            return;
+        };
+        if let Some(&id) = st.by_cid.get(&dcid) {
+            self.recv_into(st, id, &mut d);
+            return;
+        }
+        if d.data[0] & 0x80 == 0 {
+            self.maybe_stateless_reset(st, &d, &dcid);
+            return;
+        }
+        self.accept(st, d, dcid);
+    }
+
+    fn recv_into(&self, st: &mut WorkerState, id: u64, d: &mut Datagram) {
+        let c = self.counters();
+        let Some(conn) = st.conns.get_mut(&id) else { return };
+        let info = quiche::RecvInfo { from: d.peer, to: d.local };
+        let len = d.data.len();
+        match conn.q.recv(&mut d.data, info) {
+            Ok(_) => {
+                c.inc(&c.packets_in);
+                c.add(&c.bytes_in, len as u64);
+            }
+            Err(quiche::Error::Done) => {}
+            Err(e) => {
+                log::debug!("{} recv: {e}", conn.shared.trace_id);
+                c.inc(&c.drop_invalid);
+            }
+        }
+        st.dirty.insert(id);
+    }
+
+    fn maybe_stateless_reset(&self, st: &mut WorkerState, d: &Datagram, dcid: &[u8]) {
+        let c = self.counters();
+        c.inc(&c.drop_unknown_cid);
+        // Only for IDs we could have issued, and only when the reset can be
+        // shorter than the packet that triggered it (RFC 9000 §10.3.3), so
+        // two endpoints can never loop.
+        if decode_worker(dcid).is_none() || d.data.len() < 22 {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(st.reset_window.0) >= Duration::from_secs(1) {
+            st.reset_window = (now, 0);
+        }
+        if st.reset_window.1 >= self.engine.opts.stateless_resets_per_second {
+            c.inc(&c.resets_rate_limited);
+            return;
+        }
+        st.reset_window.1 += 1;
+        let len = (d.data.len() - 1).min(43);
+        let mut pkt = vec![0u8; len];
+        boring::rand::rand_bytes(&mut pkt).expect("random bytes");
+        pkt[0] = 0x40 | (pkt[0] & 0x3f);
+        let token = self.engine.keys.reset_token(dcid).to_be_bytes();
+        pkt[len - 16..].copy_from_slice(&token);
+        c.inc(&c.resets_sent);
+        let l = d.listener.clone();
+        self.emit(st, &l, &pkt, d.peer, d.local);
+    }
+
+    fn accept(&self, st: &mut WorkerState, mut d: Datagram, dcid: Vec<u8>) {
+        let c = self.counters();
+        let hdr = match quiche::Header::from_slice(&mut d.data, CID_LEN) {
+            Ok(h) => h,
+            Err(_) => {
+                c.inc(&c.drop_unparsable);
+                return;
+            }
+        };
+        if !quiche::version_is_supported(hdr.version) {
+            c.inc(&c.version_negotiations);
+            let mut out = [0u8; 256];
+            if let Ok(n) = quiche::negotiate_version(&hdr.scid, &hdr.dcid, &mut out) {
+                let l = d.listener.clone();
+                self.emit(st, &l, &out[..n], d.peer, d.local);
+            }
+            return;
+        }
+        if hdr.ty != quiche::Type::Initial {
+            c.inc(&c.drop_unknown_cid);
+            return;
+        }
+        if d.listener.is_closed() || self.engine.shutting_down.load(Ordering::Acquire) {
+            c.inc(&c.drop_not_accepting);
+            return;
+        }
+        if st.conns.len() >= self.engine.opts.max_connections_per_worker {
+            c.inc(&c.drop_conn_limit);
+            return;
+        }
+        // Retry: forced, or when too many handshakes are in progress.
+        let opts = &self.engine.opts;
+        let want_retry = opts.force_retry || (opts.retry_threshold > 0 && st.half_open >= opts.retry_threshold);
+        let token = hdr.token.clone().unwrap_or_default();
+        let mut odcid = None;
+        if !token.is_empty() {
+            match self.engine.keys.validate_retry_token(&d.peer, &token, SystemTime::now(), Duration::from_secs(30)) {
+                Some(o) => odcid = Some(o),
+                None if want_retry => {
+                    c.inc(&c.drop_bad_token);
+                    return;
+                }
+                None => {} // a NEW_TOKEN-style token we do not issue: ignore it
+            }
+        }
+        if want_retry && odcid.is_none() {
+            let new_scid = self.engine.keys.new_cid(self.worker.id);
+            let token = self.engine.keys.mint_retry_token(&d.peer, &hdr.dcid, SystemTime::now());
+            let mut out = [0u8; 512];
+            let new_scid = quiche::ConnectionId::from_ref(&new_scid);
+            if let Ok(n) = quiche::retry(&hdr.scid, &hdr.dcid, &new_scid, &token, hdr.version, &mut out) {
+                c.inc(&c.retries_sent);
+                let l = d.listener.clone();
+                self.emit(st, &l, &out[..n], d.peer, d.local);
+            }
+            return;
+        }
+        let listener = d.listener.clone();
+        let scid_bytes = match &odcid {
+            // After a Retry the client already uses the ID we chose, which
+            // carries this worker.
+            Some(_) if decode_worker(&dcid) == Some(self.worker.id) => dcid.clone(),
+            _ => self.engine.keys.new_cid(self.worker.id).to_vec(),
+        };
+        let reset = self.engine.keys.reset_token(&scid_bytes);
+        let cfg = match self.server_config(st, &listener) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                log::warn!("listener {}: {}", listener.id, e.reason);
+                c.inc(&c.drop_invalid);
+                return;
+            }
+        };
+        cfg.set_stateless_reset_token(Some(reset));
+        let scid = quiche::ConnectionId::from_ref(&scid_bytes);
+        let odcid_ref = odcid.as_ref().map(|o| quiche::ConnectionId::from_ref(o));
+        let q = match quiche::accept(&scid, odcid_ref.as_ref(), d.local, d.peer, cfg) {
+            Ok(q) => q,
+            Err(e) => {
+                log::debug!("accept failed: {e}");
+                c.inc(&c.drop_invalid);
+                return;
+            }
+        };
+        let id = self.engine.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let limits = listener.config.snapshot().map(|s| s.limits).unwrap_or_default();
+        let mut conn = Conn::new(id, self.worker.id, q, listener, self.engine_weak.clone(), limits.max_field_section_size);
+        if let Some(dir) = self.engine.opts.qlog_dir.as_ref() {
+            attach_qlog(&mut conn, dir);
+        }
+        c.inc(&c.conns_accepted);
+        st.half_open += 1;
+        st.conns.insert(id, conn);
+        st.register_cid(scid_bytes.clone(), id);
+        if dcid != scid_bytes {
+            // The client's Initial ID routes here too until it switches.
+            st.register_cid(dcid, id);
+        }
+        self.recv_into(st, id, &mut d);
+    }
+
+    fn server_config<'s>(&self, st: &'s mut WorkerState, l: &Listener) -> Result<&'s mut quiche::Config> {
+        if !st.server_cfgs.contains_key(&l.id) {
+            let cfg = l.config.to_quiche()?;
+            st.server_cfgs.insert(l.id, cfg);
+        }
+        Ok(st.server_cfgs.get_mut(&l.id).unwrap())
+    }
+
+    /// Client role: opens a connection from `listener` to `peer`.
+    pub fn connect(
+        &self,
+        st: &mut WorkerState,
+        listener: Shared<Listener>,
+        peer: SocketAddr,
+        server_name: Option<&str>,
+    ) -> Result<Shared<crate::conn::ConnShared>> {
+        if st.client_cfg.is_none() {
+            st.client_cfg = Some(self.engine.config.to_quiche_client()?);
+        }
+        let scid_bytes = self.engine.keys.new_cid(self.worker.id);
+        let scid = quiche::ConnectionId::from_ref(&scid_bytes);
+        let local = match listener.socket(self.worker.id) {
+            Some(s) => s.local_addr().unwrap_or(listener.local),
+            None => listener.local,
+        };
+        let cfg = st.client_cfg.as_mut().unwrap();
+        cfg.set_stateless_reset_token(Some(self.engine.keys.reset_token(&scid_bytes)));
+        let q = quiche::connect(server_name, &scid, local, peer, cfg)
+            .map_err(|e| Error::new(haquic_result::HAQUIC_ERR_PROTOCOL, format!("connect: {e}")))?;
+        let id = self.engine.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let limits = self.engine.config.snapshot().map(|s| s.limits).unwrap_or_default();
+        let mut conn = Conn::new(id, self.worker.id, q, listener, self.engine_weak.clone(), limits.max_field_section_size);
+        if let Some(dir) = self.engine.opts.qlog_dir.as_ref() {
+            attach_qlog(&mut conn, dir);
+        }
+        let shared = conn.shared.clone();
+        self.counters().inc(&self.counters().conns_accepted);
+        st.conns.insert(id, conn);
+        st.register_cid(scid_bytes.to_vec(), id);
+        st.dirty.insert(id);
+        self.flush(st);
+        Ok(shared)
+    }
+
+    /// Processes and sends for every connection touched since the last flush;
+    /// retires closed connections.
+    pub fn flush(&self, st: &mut WorkerState) {
+        let dirty: Vec<u64> = st.dirty.drain().collect();
+        let now = Instant::now();
+        for id in dirty {
+            let Some(mut conn) = st.conns.remove(&id) else { continue };
+            let was_half_open = conn.half_open;
+            conn.process(&mut st.events, &self.worker.counters);
+            if was_half_open && !conn.half_open {
+                st.half_open = st.half_open.saturating_sub(1);
+            }
+            // New connection IDs for the peer to migrate to, bounded by its
+            // active_connection_id_limit (quiche tracks it).
+            if conn.q.is_established() {
+                while conn.q.scids_left() > 0 && conn.scids.len() < 4 {
+                    let cid = self.engine.keys.new_cid(self.worker.id);
+                    let token = self.engine.keys.reset_token(&cid);
+                    if conn.q.new_scid(&quiche::ConnectionId::from_ref(&cid), token, false).is_err() {
+                        break;
+                    }
+                    st.by_cid.insert(cid.to_vec(), id);
+                    conn.scids.push(cid.to_vec());
+                }
+                while let Some(retired) = conn.q.retired_scid_next() {
+                    st.by_cid.remove(retired.as_ref());
+                    conn.scids.retain(|c| c.as_slice() != retired.as_ref());
+                }
+            }
+            loop {
+                let (n, info) = match conn.q.send(&mut st.buf) {
+                    Ok(v) => v,
+                    Err(quiche::Error::Done) => break,
+                    Err(e) => {
+                        log::debug!("{} send: {e}", conn.shared.trace_id);
+                        let _ = conn.q.close(false, 0x1, b"send failed");
+                        break;
+                    }
+                };
+                let data = st.buf[..n].to_vec();
+                let l = conn.listener.clone();
+                self.emit(st, &l, &data, info.to, info.from);
+            }
+            conn.timeout_at = conn.q.timeout().map(|d| now + d);
+            if conn.q.is_closed() {
+                if conn.half_open {
+                    st.half_open = st.half_open.saturating_sub(1);
+                }
+                conn.mark_closed();
+                let s = conn.q.stats();
+                let c = &self.worker.counters;
+                c.add(&c.lost, s.lost as u64);
+                c.add(&c.retransmitted, s.retrans as u64);
+                c.inc(&c.conns_closed);
+                for cid in &conn.scids {
+                    st.by_cid.remove(cid);
+                }
+                st.events.push_back(conn.closed_event());
+                continue;
+            }
+            conn.refresh_info();
+            st.conns.insert(id, conn);
+        }
+    }
+}
+
+fn attach_qlog(conn: &mut Conn, dir: &std::path::Path) {
+    let path = dir.join(format!("{}-{}.sqlog", conn.shared.trace_id, conn.shared.id));
+    match std::fs::File::create(&path) {
+        Ok(f) => conn.q.set_qlog(
+            Box::new(std::io::BufWriter::new(f)),
+            "haquic".into(),
+            format!("haquic connection {}", conn.shared.id),
+        ),
+        Err(e) => log::warn!("qlog {}: {e}", path.display()),
+    }
+}
