@@ -35,8 +35,9 @@ FIXTURES     := $(BUILD)/c-tests/fixtures
 
 C_WARN      := -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
 C_SANITIZE  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-C_TEST_SRCS := c-tests/runner.c c-tests/common.c c-tests/test_config.c c-tests/test_misc.c c-tests/test_coexist.c
-C_TEST_HDRS := c-tests/common.h include/haquic.h
+C_TEST_SRCS := c-tests/runner.c c-tests/common.c c-tests/pair.c c-tests/test_config.c c-tests/test_misc.c \
+	c-tests/test_coexist.c c-tests/test_engine.c
+C_TEST_HDRS := c-tests/common.h c-tests/pair.h include/haquic.h
 RUST_SRCS   := $(shell find src -name '*.rs') build.rs Cargo.toml cbindgen.toml haquic.map
 
 .PHONY: all deps lib header check-header test test-rust test-c test-c-valgrind \

@@ -57,5 +57,6 @@ unsigned char *read_file(const char *path, size_t *len);
 extern const struct test_case config_tests[];
 extern const struct test_case misc_tests[];
 extern const struct test_case coexist_tests[];
+extern const struct test_case engine_tests[];
 
 #endif

@@ -1,0 +1,508 @@
+/*
+ * Engine tests over the in-process pair (pair.c): handshakes, requests,
+ * bodies, many streams, Retry, version negotiation, stateless reset, GOAWAY,
+ * closed handles, wrong threads, idle timeout.
+ */
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include "pair.h"
+
+static int engine_options_bad_input(void)
+{
+	const haquic_config *cfg = haquic_config_new();
+	const haquic_engine *e = NULL;
+	haquic_engine_options o;
+	int rc = 1;
+
+	CHECK_RESULT(haquic_config_load_cert_chain_and_key(cfg, fixture("leaf.crt"), fixture("leaf.key")), HAQUIC_OK);
+	CHECK_RESULT(HAQUIC_ENGINE_OPTIONS_INIT(&o), HAQUIC_OK);
+	CHECK(o.workers == 1 && o.dispatch_queue_capacity == 4096);
+	CHECK_RESULT(haquic_engine_new(NULL, &o, NULL, NULL, &e), HAQUIC_ERR_NULL);
+	CHECK_RESULT(haquic_engine_new(cfg, NULL, NULL, NULL, &e), HAQUIC_ERR_NULL);
+	CHECK_RESULT(haquic_engine_new(cfg, &o, NULL, NULL, NULL), HAQUIC_ERR_NULL);
+	o.workers = 0;
+	CHECK_RESULT(haquic_engine_new(cfg, &o, NULL, NULL, &e), HAQUIC_ERR_OUT_OF_RANGE);
+	CHECK_STR_CONTAINS(haquic_config_last_error(cfg), "workers");
+	o.workers = 257;
+	CHECK_RESULT(haquic_engine_new(cfg, &o, NULL, NULL, &e), HAQUIC_ERR_OUT_OF_RANGE);
+	o.workers = 2;
+	o.struct_size = 8;
+	CHECK_RESULT(haquic_engine_new(cfg, &o, NULL, NULL, &e), HAQUIC_ERR_STRUCT_SIZE);
+	CHECK_RESULT(HAQUIC_ENGINE_OPTIONS_INIT(&o), HAQUIC_OK);
+	o.qlog_dir = "/nonexistent/qlog";
+	CHECK_RESULT(haquic_engine_new(cfg, &o, NULL, NULL, &e), HAQUIC_ERR_FILE_NOT_FOUND);
+	CHECK(e == NULL);
+	o.qlog_dir = NULL;
+	o.workers = 4;
+	CHECK_RESULT(haquic_engine_new(cfg, &o, NULL, NULL, &e), HAQUIC_OK);
+	CHECK(haquic_engine_worker_count(e) == 4);
+	CHECK_RESULT(haquic_worker_process(e, 4), HAQUIC_ERR_OUT_OF_RANGE);
+	rc = 0;
+cleanup:
+	haquic_engine_unref(e);
+	haquic_config_unref(cfg);
+	return rc;
+}
+
+static int engine_listener_bad_input(void)
+{
+	struct pair p;
+	const haquic_listener *l = NULL;
+	const haquic_config *nocert = haquic_config_new();
+	struct sockaddr_in a;
+	unsigned char junk[3] = { 1, 2, 3 };
+	int rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	memset(&a, 0, sizeof(a));
+	CHECK_RESULT(haquic_listener_new(p.srv, NULL, &a, 3, HAQUIC_LISTENER_HOST_FED, &l), HAQUIC_ERR_INVALID_ARGUMENT);
+	a.sin_family = AF_INET;
+	CHECK_RESULT(haquic_listener_new(p.srv, NULL, &a, sizeof(a), 0x80, &l), HAQUIC_ERR_INVALID_ARGUMENT);
+	CHECK_RESULT(haquic_listener_new(p.srv, nocert, &a, sizeof(a), HAQUIC_LISTENER_HOST_FED, &l), HAQUIC_ERR_INCOMPLETE_CONFIG);
+	CHECK(l == NULL);
+	/* garbage datagrams are dropped and counted, never crash */
+	CHECK_RESULT(haquic_listener_recv(p.srv, p.sl, junk, 0, &p.caddr, sizeof(p.caddr)), HAQUIC_ERR_PROTOCOL);
+	CHECK_RESULT(haquic_listener_recv(p.srv, p.sl, junk, sizeof(junk), &p.caddr, sizeof(p.caddr)), HAQUIC_ERR_PROTOCOL);
+	CHECK_RESULT(haquic_listener_recv(p.srv, p.sl, junk, sizeof(junk), &p.caddr, 2), HAQUIC_ERR_INVALID_ARGUMENT);
+	rc = 0;
+cleanup:
+	haquic_config_unref(nocert);
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_handshake(void)
+{
+	struct pair p;
+	haquic_stats st;
+	int rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	CHECK(p.established);
+	CHECK(!haquic_conn_is_closed(p.conn));
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.handshakes == 1 && st.conns_open == 1 && st.packets_in > 0 && st.packets_out > 0);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_get_1kb(void)
+{
+	struct pair p;
+	unsigned char expect[1024];
+	int i, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	CHECK(p.established);
+	i = pair_request(&p, "GET", "/size/1024", NULL, 0);
+	CHECK(i >= 0);
+	pair_pump(&p, 100);
+	CHECK(p.cs[i].status == 200);
+	CHECK(p.cs[i].fin);
+	CHECK(p.cs[i].body_len == 1024);
+	pattern_fill(expect, sizeof(expect), 0);
+	CHECK(memcmp(p.cs[i].body, expect, 1024) == 0);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_post_10mb_echo(void)
+{
+	struct pair p;
+	size_t len = 10u << 20;
+	unsigned char *body = malloc(len);
+	int i, rc = 1;
+
+	CHECK(body != NULL);
+	pattern_fill(body, len, 7);
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	i = pair_request(&p, "POST", "/echo", body, len);
+	CHECK(i >= 0);
+	for (int r = 0; r < 20000 && !p.cs[i].fin; r++)
+		pair_pump(&p, 1);
+	CHECK(p.cs[i].status == 200);
+	CHECK(p.cs[i].fin);
+	CHECK(p.cs[i].body_len == len);
+	CHECK(memcmp(p.cs[i].body, body, len) == 0);
+	rc = 0;
+cleanup:
+	free(body);
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_1000_streams_one_connection(void)
+{
+	struct pair p;
+	int done = 0, rc = 1;
+	haquic_stats st;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	/* the server allows 100 concurrent streams: a request that finds no
+	 * credit waits for MAX_STREAMS, as a real client does */
+	{
+		long long deadline = pair_now_ms() + 60000;
+
+		while (p.ncs < 1000 && pair_now_ms() < deadline) {
+			if (pair_request(&p, "GET", "/size/100", NULL, 0) >= 0)
+				continue;
+			if (!pair_pump(&p, 1))
+				pair_idle(&p);
+		}
+	}
+	CHECK(p.ncs == 1000);
+	CHECK(PAIR_UNTIL(&p, p.cs[999].fin && p.cs[0].fin, 30000));
+	PAIR_UNTIL(&p, 0, 100);
+	for (int i = 0; i < p.ncs; i++)
+		if (p.cs[i].status == 200 && p.cs[i].fin && p.cs[i].body_len == 100)
+			done++;
+	CHECK(done == 1000);
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.requests == 1000);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_retry_forced(void)
+{
+	struct pair p;
+	haquic_engine_options o;
+	haquic_stats st;
+	int i, rc = 1;
+
+	CHECK_RESULT(HAQUIC_ENGINE_OPTIONS_INIT(&o), HAQUIC_OK);
+	o.force_retry = 1;
+	CHECK(pair_init(&p, 2, &o) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	CHECK(p.established);
+	i = pair_request(&p, "GET", "/", NULL, 0);
+	pair_pump(&p, 50);
+	CHECK(i >= 0 && p.cs[i].status == 200 && p.cs[i].body_len == 5);
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	/* A ClientHello with a post-quantum key share spans two Initial
+	 * datagrams, and each tokenless one is answered with Retry: the client
+	 * uses the first. What matters is one connection, one handshake. */
+	if (st.retries_sent < 1 || st.handshakes != 1 || st.conns_accepted != 1)
+		FAILF("retries_sent %llu, handshakes %llu, accepted %llu, bad tokens %llu",
+		      (unsigned long long)st.retries_sent, (unsigned long long)st.handshakes,
+		      (unsigned long long)st.conns_accepted, (unsigned long long)st.drop_bad_token);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+/* A forged Retry token is refused and counted. */
+static int engine_retry_bad_token_dropped(void)
+{
+	struct pair p;
+	haquic_engine_options o;
+	haquic_stats st;
+	/* a long-header Initial with a token that was never minted */
+	unsigned char pkt[1200] = { 0xc0, 0x00, 0x00, 0x00, 0x01, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 20 };
+	int rc = 1;
+
+	CHECK_RESULT(HAQUIC_ENGINE_OPTIONS_INIT(&o), HAQUIC_OK);
+	o.force_retry = 1;
+	CHECK(pair_init(&p, 1, &o) == 0);
+	memset(pkt + 16, 'R', 20);
+	pkt[36] = 0x44; /* length varint 2 bytes */
+	pkt[37] = 0x00;
+	CHECK_RESULT(haquic_listener_recv(p.srv, p.sl, pkt, sizeof(pkt), &p.caddr, sizeof(p.caddr)), HAQUIC_OK);
+	CHECK_RESULT(haquic_worker_process(p.srv, 0), HAQUIC_OK);
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.drop_bad_token + st.drop_unparsable + st.drop_invalid == 1);
+	CHECK(st.conns_accepted == 0);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_version_negotiation(void)
+{
+	struct pair p;
+	haquic_stats st;
+	unsigned char pkt[1200] = { 0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8, 1, 2, 3, 4, 5, 6, 7, 8, 4, 9, 9, 9, 9 };
+	unsigned char out[2048];
+	struct sockaddr_storage peer;
+	size_t len = 0, peer_len = 0;
+	int rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK_RESULT(haquic_listener_recv(p.srv, p.sl, pkt, sizeof(pkt), &p.caddr, sizeof(p.caddr)), HAQUIC_OK);
+	CHECK_RESULT(haquic_worker_process(p.srv, 0), HAQUIC_OK);
+	CHECK_RESULT(haquic_worker_pop_datagram(p.srv, 0, out, sizeof(out), &len, &peer, sizeof(peer), &peer_len), HAQUIC_OK);
+	/* a version negotiation packet: long header, version 0, echoing our CIDs */
+	CHECK(len > 7 && (out[0] & 0x80) && out[1] == 0 && out[2] == 0 && out[3] == 0 && out[4] == 0);
+	CHECK(out[5] == 4 && memcmp(out + 6, "\x09\x09\x09\x09", 4) == 0);
+	CHECK(peer_len == sizeof(struct sockaddr_in));
+	CHECK(((struct sockaddr_in *)&peer)->sin_port == p.caddr.sin_port);
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.version_negotiations == 1);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_stateless_reset(void)
+{
+	struct pair p;
+	haquic_stats st;
+	unsigned char pkt[100];
+	unsigned char out[2048];
+	struct sockaddr_storage peer;
+	size_t len = 0, peer_len = 0;
+	int rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	CHECK(p.established);
+	/* a short-header packet for an ID of our shape that no connection has */
+	memset(pkt, 0x55, sizeof(pkt));
+	pkt[0] = 0x40;
+	pkt[1] = (0x1 << 5) | 15;
+	pkt[2] = pkt[3] = 0;
+	pkt[4] = 0;
+	CHECK_RESULT(haquic_listener_recv(p.srv, p.sl, pkt, sizeof(pkt), &p.caddr, sizeof(p.caddr)), HAQUIC_OK);
+	CHECK_RESULT(haquic_worker_process(p.srv, 0), HAQUIC_OK);
+	CHECK_RESULT(haquic_worker_pop_datagram(p.srv, 0, out, sizeof(out), &len, &peer, sizeof(peer), &peer_len), HAQUIC_OK);
+	CHECK(len >= 21 && len < sizeof(pkt) && (out[0] & 0xc0) == 0x40);
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.resets_sent == 1);
+	/* a packet too short to be answered without risking a loop: no reset */
+	CHECK_RESULT(haquic_listener_recv(p.srv, p.sl, pkt, 21, &p.caddr, sizeof(p.caddr)), HAQUIC_OK);
+	CHECK_RESULT(haquic_worker_process(p.srv, 0), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.resets_sent == 1);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_idle_timeout(void)
+{
+	struct pair p;
+	int rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK_RESULT(haquic_config_set_idle_timeout(p.ccfg, 300), HAQUIC_OK);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	CHECK(p.established);
+	/* nothing is sent: only the idle timer can close it */
+	p.drop_to_client = p.drop_to_server = 1;
+	CHECK(PAIR_UNTIL(&p, p.closed, 10000));
+	CHECK(haquic_conn_is_closed(p.conn));
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+/* GOAWAY with streams in flight: they complete; new ones are rejected with
+ * H3_REQUEST_REJECTED; then the connection closes cleanly. */
+static int engine_goaway_in_flight(void)
+{
+	struct pair p;
+	haquic_stats st;
+	int a, b, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	a = pair_request(&p, "GET", "/size/200000", NULL, 0);
+	CHECK(a >= 0);
+	pair_pump(&p, 2);
+	CHECK(!p.cs[a].fin);
+	CHECK_RESULT(haquic_engine_shutdown(p.srv), HAQUIC_OK);
+	/* b leaves before the client has seen GOAWAY: the server must refuse it */
+	b = pair_request(&p, "GET", "/", NULL, 0);
+	CHECK(b >= 0);
+	if (!PAIR_UNTIL(&p, p.closed, 10000))
+		FAILF("not closed: goaways %d, a fin %d len %zu, b status %d reset %d code 0x%llx",
+		      p.goaways, p.cs[a].fin, p.cs[a].body_len, p.cs[b].status, p.cs[b].reset,
+		      (unsigned long long)p.cs[b].reset_code);
+	CHECK(p.goaways == 1);
+	CHECK(p.cs[a].fin && p.cs[a].body_len == 200000 && p.cs[a].status == 200);
+	CHECK(p.cs[b].reset && p.cs[b].reset_code == 0x10b);
+	CHECK(p.closed && p.close_code == 0x100);
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.requests_rejected == 1 && st.conns_open == 0);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+/* After close, every action on the connection and its stream returns
+ * HAQUIC_ERR_CLOSED, and queries still work. */
+static int engine_actions_on_closed_objects(void)
+{
+	struct pair p;
+	const haquic_stream *s = NULL;
+	haquic_header h = { (const uint8_t *)"x", 1, (const uint8_t *)"y", 1 };
+	unsigned char buf[16];
+	size_t n = 0;
+	bool fin = false;
+	int i, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	i = pair_request(&p, "POST", "/echo", NULL, 0);
+	CHECK(i >= 0);
+	/* pair_request sent FIN (no upload): keep a handle and close */
+	s = haquic_stream_ref(p.cs[i].s);
+	CHECK_RESULT(haquic_conn_close(p.conn, 0x100, (const uint8_t *)"bye", 3), HAQUIC_OK);
+	CHECK(PAIR_UNTIL(&p, haquic_conn_is_closed(p.conn), 10000));
+	CHECK(haquic_stream_is_closed(s));
+	CHECK(haquic_stream_id(s) == 0);
+	CHECK(haquic_stream_conn(s) == p.conn);
+	CHECK_RESULT(haquic_conn_close(p.conn, 0x100, NULL, 0), HAQUIC_ERR_CLOSED);
+	CHECK_RESULT(haquic_conn_shutdown(p.conn), HAQUIC_ERR_CLOSED);
+	{
+		const haquic_stream *s2 = NULL;
+		CHECK_RESULT(haquic_conn_send_request(p.conn, &h, 1, true, &s2), HAQUIC_ERR_CLOSED);
+		CHECK(s2 == NULL);
+	}
+	CHECK_RESULT(haquic_stream_recv(s, buf, sizeof(buf), &n, &fin), HAQUIC_ERR_CLOSED);
+	CHECK_RESULT(haquic_stream_send_headers(s, &h, 1, true), HAQUIC_ERR_CLOSED);
+	CHECK_RESULT(haquic_stream_send(s, buf, 1, true, &n), HAQUIC_ERR_CLOSED);
+	CHECK_RESULT(haquic_stream_send_trailers(s, &h, 1), HAQUIC_ERR_CLOSED);
+	CHECK_RESULT(haquic_stream_reset(s, 0x10c), HAQUIC_ERR_CLOSED);
+	CHECK_RESULT(haquic_stream_stop_sending(s, 0x10c), HAQUIC_ERR_CLOSED);
+	rc = 0;
+cleanup:
+	haquic_stream_unref(s);
+	pair_free(&p);
+	return rc;
+}
+
+struct thread_arg {
+	struct pair *p;
+	haquic_result process, poll, close, recv;
+};
+
+static void *other_thread(void *v)
+{
+	struct thread_arg *a = v;
+	haquic_event ev;
+	unsigned char buf[4] = { 0 };
+
+	HAQUIC_EVENT_INIT(&ev);
+	a->process = haquic_worker_process(a->p->cli, 0);
+	a->poll = haquic_worker_poll(a->p->cli, 0, &ev);
+	a->close = haquic_conn_close(a->p->conn, 0x100, NULL, 0);
+	/* any thread may feed a datagram: it goes through the dispatcher */
+	a->recv = haquic_listener_recv(a->p->srv, a->p->sl, buf, sizeof(buf), &a->p->caddr, sizeof(a->p->caddr));
+	return NULL;
+}
+
+static int engine_wrong_thread(void)
+{
+	struct pair p;
+	struct thread_arg a = { &p, 0, 0, 0, 0 };
+	pthread_t th;
+	haquic_stats st;
+	int rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	CHECK(pthread_create(&th, NULL, other_thread, &a) == 0);
+	pthread_join(th, NULL);
+	CHECK(a.process == HAQUIC_ERR_WRONG_THREAD);
+	CHECK(a.poll == HAQUIC_ERR_WRONG_THREAD);
+	CHECK(a.close == HAQUIC_ERR_WRONG_THREAD);
+	CHECK(a.recv == HAQUIC_ERR_PROTOCOL);
+	CHECK(!haquic_conn_is_closed(p.conn));
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.cli, &st), HAQUIC_OK);
+	CHECK(st.wrong_thread_calls == 3);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+static int engine_malformed_request_is_counted(void)
+{
+	struct pair p;
+	haquic_stats st;
+	haquic_header bad[4] = {
+		{ (const uint8_t *)":method", 7, (const uint8_t *)"GET", 3 },
+		{ (const uint8_t *)":scheme", 7, (const uint8_t *)"https", 5 },
+		{ (const uint8_t *)":authority", 10, (const uint8_t *)"a", 1 },
+		{ (const uint8_t *)"X-Upper", 7, (const uint8_t *)"1", 1 },
+	};
+	const haquic_stream *s = NULL;
+	int i, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	pair_pump(&p, 50);
+	/* no :path, and an uppercase name */
+	CHECK_RESULT(haquic_conn_send_request(p.conn, bad, 4, true, &s), HAQUIC_OK);
+	p.cs[p.ncs++].s = s;
+	s = NULL;
+	pair_pump(&p, 20);
+	CHECK(p.cs[0].reset && p.cs[0].reset_code == 0x10e);
+	/* the connection keeps working */
+	i = pair_request(&p, "GET", "/", NULL, 0);
+	pair_pump(&p, 20);
+	CHECK(i >= 0 && p.cs[i].status == 200);
+	CHECK_RESULT(HAQUIC_STATS_INIT(&st), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.h3_message_errors == 1 && st.requests == 1);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+const struct test_case engine_tests[] = {
+	{ "engine_options_bad_input", engine_options_bad_input },
+	{ "engine_listener_bad_input", engine_listener_bad_input },
+	{ "engine_handshake", engine_handshake },
+	{ "engine_get_1kb", engine_get_1kb },
+	{ "engine_post_10mb_echo", engine_post_10mb_echo },
+	{ "engine_1000_streams_one_connection", engine_1000_streams_one_connection },
+	{ "engine_retry_forced", engine_retry_forced },
+	{ "engine_retry_bad_token_dropped", engine_retry_bad_token_dropped },
+	{ "engine_version_negotiation", engine_version_negotiation },
+	{ "engine_stateless_reset", engine_stateless_reset },
+	{ "engine_idle_timeout", engine_idle_timeout },
+	{ "engine_goaway_in_flight", engine_goaway_in_flight },
+	{ "engine_actions_on_closed_objects", engine_actions_on_closed_objects },
+	{ "engine_wrong_thread", engine_wrong_thread },
+	{ "engine_malformed_request_is_counted", engine_malformed_request_is_counted },
+	{ NULL, NULL },
+};
