@@ -147,6 +147,8 @@ check-symbols: $(STAGE_RELEASE)/$(SONAME)
 check-header: $(RELEASE_A)
 	diff -u include/haquic.h "$$(cat target/release/build/haquic-*/out/header-path.txt | xargs ls -t | head -n1)"
 
+include mk/interop.mk
+
 # ---- install -----------------------------------------------------------------
 
 install: all
