@@ -1234,6 +1234,21 @@ enum haquic_result haquic_test_panic(void);
 void haquic_test_inject_config_panic(void);
 #endif
 
+#if defined(HAQUIC_TEST_HOOKS)
+/**
+ * Client role, test only: sends STOP_SENDING (`stop` true) or RESET_STREAM
+ * (`stop` false) with `code` as the very first frame of the new
+ * client-initiated bidirectional stream `stream_id`, without any HEADERS:
+ * what a hostile or broken client does (HAProxy 3.0.2's `h3_close` crash
+ * followed from it). Use stream ids the HTTP/3 layer will not reuse (high
+ * ones, or a connection dedicated to this).
+ */
+enum haquic_result haquic_test_raw_stream_abort(const struct haquic_conn *conn,
+                                                uint64_t stream_id,
+                                                bool stop,
+                                                uint64_t code);
+#endif
+
 /**
  * The version the library was built as, `HAQUIC_VERSION_NUMBER` at its build
  * time. Compare with the header's `HAQUIC_VERSION_NUMBER` to detect a

@@ -116,7 +116,11 @@ pub struct Conn {
     lingering: Vec<u64>,
     /// Connection IDs registered for it in the worker's map.
     pub scids: Vec<Vec<u8>>,
+    /// The GOAWAY id decided at shutdown: requests at or above it are
+    /// refused from then on, whether or not the frame has left yet.
     goaway_sent: Option<u64>,
+    /// The GOAWAY frame could not be queued yet (congestion window full).
+    goaway_pending: bool,
     /// Highest client-initiated bidirectional stream id seen.
     max_request_id: Option<u64>,
     close_when_drained: bool,
@@ -195,6 +199,7 @@ impl Conn {
             lingering: Vec::new(),
             scids: Vec::new(),
             goaway_sent: None,
+            goaway_pending: false,
             max_request_id: None,
             close_when_drained: false,
             timeout_at: None,
@@ -260,12 +265,14 @@ impl Conn {
             events.push_back(self.event(EventKind::Established, None));
         }
         self.poll_h3(events, counters);
+        self.send_pending_goaway();
         self.poll_writable(events, counters);
         self.collect_streams();
         // quiche forgets a stream once everything is delivered and acknowledged.
         let q = &mut self.q;
         self.lingering.retain(|&sid| !matches!(q.stream_capacity(sid), Err(quiche::Error::InvalidStreamState(_))));
         if self.close_when_drained
+            && !self.goaway_pending
             && self.streams.is_empty()
             && self.lingering.is_empty()
             && !self.q.is_closed()
@@ -705,18 +712,30 @@ impl Conn {
     pub fn shutdown(&mut self) -> Result<()> {
         self.close_when_drained = true;
         if self.shared.is_server && self.goaway_sent.is_none() {
-            let id = self.max_request_id.map_or(0, |m| m + 4);
-            if let Some(h3) = self.h3.as_mut() {
-                match h3.send_goaway(&mut self.q, id) {
-                    Ok(()) => self.goaway_sent = Some(id),
-                    Err(e) => log::info!("{} GOAWAY failed: {e}", self.shared.trace_id),
-                }
-            } else {
+            self.goaway_sent = Some(self.max_request_id.map_or(0, |m| m + 4));
+            self.goaway_pending = true;
+            self.send_pending_goaway();
+            if self.h3.is_none() {
                 // No HTTP/3 yet (handshake in progress): nothing in flight.
                 let _ = self.q.close(true, h3rules::H3_NO_ERROR, b"shutdown");
             }
         }
         Ok(())
+    }
+
+    /// Queues the GOAWAY frame if it is still owed; quiche refuses it while
+    /// the congestion window is full, so this runs on every pass.
+    fn send_pending_goaway(&mut self) {
+        let (Some(id), true) = (self.goaway_sent, self.goaway_pending) else { return };
+        let Some(h3) = self.h3.as_mut() else { return };
+        match h3.send_goaway(&mut self.q, id) {
+            Ok(()) => self.goaway_pending = false,
+            Err(quiche::h3::Error::StreamBlocked) | Err(quiche::h3::Error::Done) => {}
+            Err(e) => {
+                log::info!("{} GOAWAY failed: {e}", self.shared.trace_id);
+                self.goaway_pending = false;
+            }
+        }
     }
 
     /// Closes now with an application error code.
