@@ -36,11 +36,11 @@ FIXTURES     := $(BUILD)/c-tests/fixtures
 C_WARN      := -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
 C_SANITIZE  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 C_TEST_SRCS := c-tests/runner.c c-tests/common.c c-tests/pair.c c-tests/test_config.c c-tests/test_misc.c \
-	c-tests/test_coexist.c c-tests/test_engine.c
-C_TEST_HDRS := c-tests/common.h c-tests/pair.h include/haquic.h
+	c-tests/test_coexist.c c-tests/test_engine.c c-tests/mt.c c-tests/test_threads.c
+C_TEST_HDRS := c-tests/common.h c-tests/pair.h c-tests/mt.h include/haquic.h
 RUST_SRCS   := $(shell find src -name '*.rs') build.rs Cargo.toml cbindgen.toml haquic.map
 
-.PHONY: all deps lib header check-header test test-rust test-c test-c-valgrind \
+.PHONY: all deps lib header check-header test test-rust test-c test-c-valgrind stress \
 	check-symbols install uninstall clean run help
 
 all: lib $(BUILD)/haquic.pc
@@ -131,6 +131,14 @@ test-c: $(BUILD)/c-tests/runner-asan $(FIXTURES)/.complete
 	RUST_BACKTRACE=0 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $< -f $(FIXTURES)
+
+# The three crash-class storms for 60 s each (2 s each inside `make test`),
+# under ASan and UBSan, with 4 worker threads.
+STRESS_SECONDS ?= 60
+stress: deps $(BUILD)/c-tests/runner-asan $(FIXTURES)/.complete
+	HAQUIC_STRESS_SECONDS=$(STRESS_SECONDS) RUST_BACKTRACE=0 \
+	ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(BUILD)/c-tests/runner-asan -f $(FIXTURES) stress_
 
 # The same suite, without sanitizers, under valgrind memcheck, against the
 # release library (the test hooks are not in it, so those tests are absent).

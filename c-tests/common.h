@@ -58,5 +58,6 @@ extern const struct test_case config_tests[];
 extern const struct test_case misc_tests[];
 extern const struct test_case coexist_tests[];
 extern const struct test_case engine_tests[];
+extern const struct test_case thread_tests[];
 
 #endif

@@ -488,6 +488,63 @@ cleanup:
 	return rc;
 }
 
+#ifdef HAQUIC_TEST_HOOKS
+/* STOP_SENDING and RESET_STREAM as the first frame of a new stream, before
+ * and after GOAWAY: answered, counted, and the connection goes on (the
+ * 3.0.2 h3_close() crash). */
+static int engine_abort_first_frame_around_goaway(void)
+{
+	struct pair p;
+	haquic_stats st;
+	int a, b, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	CHECK_RESULT(haquic_test_raw_stream_abort(p.conn, 200, true, 0x10c), HAQUIC_OK);
+	CHECK_RESULT(haquic_test_raw_stream_abort(p.conn, 204, false, 0x10c), HAQUIC_OK);
+	a = pair_request(&p, "GET", "/size/100000", NULL, 0);
+	CHECK(a >= 0);
+	if (!PAIR_UNTIL(&p, p.cs[a].fin, 5000))
+		FAILF("request after aborts: status %d len %zu closed %d", p.cs[a].status, p.cs[a].body_len, p.closed);
+	CHECK(p.cs[a].body_len == 100000);
+	/* b: an upload left open keeps the connection draining after GOAWAY */
+	{
+		haquic_header h[4] = {
+			{ (const uint8_t *)":method", 7, (const uint8_t *)"POST", 4 },
+			{ (const uint8_t *)":scheme", 7, (const uint8_t *)"https", 5 },
+			{ (const uint8_t *)":authority", 10, (const uint8_t *)"haquic.test", 11 },
+			{ (const uint8_t *)":path", 5, (const uint8_t *)"/echo", 5 },
+		};
+		size_t w = 0;
+
+		b = p.ncs;
+		CHECK_RESULT(haquic_conn_send_request(p.conn, h, 4, false, &p.cs[b].s), HAQUIC_OK);
+		p.ncs++;
+		CHECK_RESULT(haquic_stream_send(p.cs[b].s, (const uint8_t *)"part1", 5, false, &w), HAQUIC_OK);
+		pair_pump(&p, 5);
+		CHECK_RESULT(haquic_engine_shutdown(p.srv), HAQUIC_OK);
+		CHECK(PAIR_UNTIL(&p, p.goaways == 1, 5000));
+		CHECK(!p.closed);
+		CHECK_RESULT(haquic_test_raw_stream_abort(p.conn, 300, true, 0x10c), HAQUIC_OK);
+		CHECK_RESULT(haquic_test_raw_stream_abort(p.conn, 304, false, 0x10c), HAQUIC_OK);
+		pair_pump(&p, 5);
+		CHECK(!p.closed);
+		CHECK_RESULT(haquic_stream_send(p.cs[b].s, (const uint8_t *)"part2", 5, true, &w), HAQUIC_OK);
+	}
+	CHECK(PAIR_UNTIL(&p, p.closed, 10000));
+	CHECK(p.cs[b].fin && p.cs[b].body_len == 10 && memcmp(p.cs[b].body, "part1part2", 10) == 0);
+	CHECK(p.close_code == 0x100);
+	HAQUIC_STATS_INIT(&st);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.streams_aborted_before_headers == 4);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+#endif
+
 const struct test_case engine_tests[] = {
 	{ "engine_options_bad_input", engine_options_bad_input },
 	{ "engine_listener_bad_input", engine_listener_bad_input },
@@ -504,5 +561,8 @@ const struct test_case engine_tests[] = {
 	{ "engine_actions_on_closed_objects", engine_actions_on_closed_objects },
 	{ "engine_wrong_thread", engine_wrong_thread },
 	{ "engine_malformed_request_is_counted", engine_malformed_request_is_counted },
+#ifdef HAQUIC_TEST_HOOKS
+	{ "engine_abort_first_frame_around_goaway", engine_abort_first_frame_around_goaway },
+#endif
 	{ NULL, NULL },
 };
