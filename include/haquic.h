@@ -865,6 +865,13 @@ enum haquic_result haquic_config_set_verify_peer(const struct haquic_config *con
                                                  const char *ca_file);
 
 /**
+ * Accepts 0-RTT (early data) from resuming clients when `enabled`
+ * (HAProxy's `allow-0rtt`). Off by default: early data can be replayed, so
+ * only enable it for idempotent traffic.
+ */
+enum haquic_result haquic_config_set_early_data(const struct haquic_config *config, bool enabled);
+
+/**
  * Adds a reference. Returns `conn` as a new reference. NULL is ignored.
  */
 const struct haquic_conn *haquic_conn_ref(const struct haquic_conn *conn);

@@ -225,6 +225,9 @@ pub struct ConfigState {
     pub verify_peer: bool,
     /// Client role: CA bundle to verify against (system default otherwise).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Accept 0-RTT (early data) from resuming clients (HAProxy's
+    /// `allow-0rtt`).
+    pub early_data: bool,
 }
 
 impl Default for ConfigState {
@@ -237,6 +240,7 @@ impl Default for ConfigState {
             cluster_secret: Vec::new(),
             verify_peer: true,
             ca_file: None,
+            early_data: false,
         }
     }
 }
@@ -403,14 +407,20 @@ impl Config {
     pub fn set_verify_peer(&self, verify: bool, ca_file: Option<&Path>) -> Result<()> {
         self.update(|s| {
             if let Some(p) = ca_file {
-                std::fs::metadata(p).map_err(|e| {
+                let pem = std::fs::read(p).map_err(|e| {
                     let code = if e.kind() == std::io::ErrorKind::NotFound {
                         haquic_result::HAQUIC_ERR_FILE_NOT_FOUND
                     } else {
                         haquic_result::HAQUIC_ERR_FILE_UNREADABLE
                     };
-                    Error::new(code, format!("CA file '{}': {e}", p.display()))
+                    Error::new(code, format!("cannot read CA file '{}': {e}", p.display()))
                 })?;
+                if boring::x509::X509::stack_from_pem(&pem).map(|v| v.is_empty()).unwrap_or(true) {
+                    return Err(Error::new(
+                        haquic_result::HAQUIC_ERR_BAD_CERTIFICATE,
+                        format!("CA file '{}': no PEM certificate found", p.display()),
+                    ));
+                }
             }
             s.verify_peer = verify;
             s.ca_file = ca_file.map(Path::to_path_buf);
@@ -447,6 +457,19 @@ impl Config {
         c.set_cc_algorithm(s.cc.to_quiche());
         c.set_disable_active_migration(false);
         c.set_active_connection_id_limit(4);
+        // DPLPMTUD (RFC 8899): probe for a larger path MTU than the start.
+        c.discover_pmtu(true);
+        if s.early_data {
+            c.enable_early_data();
+        }
+    }
+
+    /// Accepts (or not) 0-RTT data from resuming clients.
+    pub fn set_early_data(&self, enabled: bool) -> Result<()> {
+        self.update(|s| {
+            s.early_data = enabled;
+            Ok(())
+        })
     }
 
     /// Checks that the configuration can build an engine.

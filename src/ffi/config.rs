@@ -482,3 +482,14 @@ pub extern "C" fn haquic_config_set_verify_peer(
         finish(cfg, cfg.set_verify_peer(verify, ca))
     }
 }
+
+/// Accepts 0-RTT (early data) from resuming clients when `enabled`
+/// (HAProxy's `allow-0rtt`). Off by default: early data can be replayed, so
+/// only enable it for idempotent traffic.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_config_set_early_data(config: *const haquic_config, enabled: bool) -> haquic_result {
+    ffi_panic_boundary! {
+        let cfg = try_ref!(config);
+        finish(cfg, cfg.set_early_data(enabled))
+    }
+}
