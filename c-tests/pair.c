@@ -20,12 +20,19 @@ static void addr_init(struct sockaddr_in *a, const char *ip, uint16_t port)
 
 int pair_init(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts)
 {
+	return pair_init_mode(p, srv_workers, srv_opts, 0);
+}
+
+int pair_init_mode(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts, int sockets)
+{
 	haquic_engine_options o;
+	uint32_t flags = sockets ? 0 : HAQUIC_LISTENER_HOST_FED;
+	size_t len;
 
 	memset(p, 0, sizeof(*p));
 	p->srv_workers = srv_workers;
-	addr_init(&p->saddr, "127.0.0.1", 4433);
-	addr_init(&p->caddr, "127.0.0.2", 50000);
+	addr_init(&p->saddr, "127.0.0.1", sockets ? 0 : 4433);
+	addr_init(&p->caddr, sockets ? "127.0.0.1" : "127.0.0.2", sockets ? 0 : 50000);
 	p->scfg = haquic_config_new();
 	p->ccfg = haquic_config_new();
 	if (!p->scfg || !p->ccfg)
@@ -43,10 +50,14 @@ int pair_init(struct pair *p, uint32_t srv_workers, const haquic_engine_options 
 	if (HAQUIC_ENGINE_OPTIONS_INIT(&o) != HAQUIC_OK ||
 	    haquic_engine_new(p->ccfg, &o, NULL, NULL, &p->cli) != HAQUIC_OK)
 		return -1;
-	if (haquic_listener_new(p->srv, NULL, &p->saddr, sizeof(p->saddr), HAQUIC_LISTENER_HOST_FED, &p->sl) != HAQUIC_OK)
+	if (haquic_listener_new(p->srv, NULL, &p->saddr, sizeof(p->saddr), flags, &p->sl) != HAQUIC_OK)
 		return -1;
 	/* the client's listener needs no certificate: give it the server config */
-	if (haquic_listener_new(p->cli, p->scfg, &p->caddr, sizeof(p->caddr), HAQUIC_LISTENER_HOST_FED, &p->cl) != HAQUIC_OK)
+	if (haquic_listener_new(p->cli, p->scfg, &p->caddr, sizeof(p->caddr), flags, &p->cl) != HAQUIC_OK)
+		return -1;
+	/* with sockets, port 0 picked real ports: learn them */
+	if (haquic_listener_address(p->sl, &p->saddr, sizeof(p->saddr), &len) != HAQUIC_OK ||
+	    haquic_listener_address(p->cl, &p->caddr, sizeof(p->caddr), &len) != HAQUIC_OK)
 		return -1;
 	return 0;
 }

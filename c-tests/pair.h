@@ -56,6 +56,8 @@ struct pair {
 
 /* Sets up both engines; opts may be NULL. Returns 0 on success. */
 int pair_init(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts);
+/* Same, with engine-owned sockets on 127.0.0.1 (real UDP) when `sockets`. */
+int pair_init_mode(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts, int sockets);
 /* Starts the client connection. */
 int pair_connect(struct pair *p);
 /* Moves datagrams and processes events until nothing moves; at most `rounds`
