@@ -46,9 +46,20 @@
 #define MAX_WORKERS 256
 
 /**
- * Listener flags.
+ * Listener flag: the host passes datagrams in and takes them out; the
+ * engine binds nothing.
  */
 #define HAQUIC_LISTENER_HOST_FED 1
+
+/**
+ * Listener flag: give each accepted connection its own UDP socket, bound to
+ * the listener's address and connected to the peer (HAProxy's
+ * `quic-socket connection`). When one cannot be opened the listener's
+ * socket is used, and counted. The host must handle
+ * `HAQUIC_EVENT_FD_REGISTER`/`HAQUIC_EVENT_FD_RELEASE` and report
+ * readiness with `haquic_worker_fd_ready`.
+ */
+#define HAQUIC_LISTENER_CONN_SOCKETS 2
 
 /**
  * Major version. Changes when the ABI breaks (with the SONAME).
@@ -276,6 +287,17 @@ typedef enum haquic_event_type {
    * The connection closed: `code`, `is_app_error`, `reason`.
    */
   HAQUIC_EVENT_CONN_CLOSED = 11,
+  /**
+   * Poll `fd` (generation `fd_generation`) for reading and report it with
+   * `haquic_worker_fd_ready`. `conn` is set for a per-connection socket,
+   * NULL for a listener socket.
+   */
+  HAQUIC_EVENT_FD_REGISTER = 12,
+  /**
+   * Stop polling `fd`, then call `haquic_worker_fd_released`: the engine
+   * closes it only then, and never touches it in between.
+   */
+  HAQUIC_EVENT_FD_RELEASE = 13,
 } haquic_event_type;
 
 /**
@@ -522,6 +544,14 @@ typedef struct haquic_event {
    * Close: an application (HTTP/3) error rather than a transport one.
    */
   bool is_app_error;
+  /**
+   * FD_REGISTER / FD_RELEASE: the socket.
+   */
+  int32_t fd;
+  /**
+   * FD_REGISTER / FD_RELEASE: its generation.
+   */
+  uint32_t fd_generation;
 } haquic_event;
 
 /**
@@ -666,6 +696,18 @@ typedef struct haquic_stats {
    * Socket send errors.
    */
   uint64_t send_errors;
+  /**
+   * Per-connection sockets opened.
+   */
+  uint64_t conn_sockets_opened;
+  /**
+   * Per-connection sockets that could not be opened (listener used).
+   */
+  uint64_t conn_socket_fallbacks;
+  /**
+   * Sockets closed after the host confirmed their release.
+   */
+  uint64_t fds_released;
 } haquic_stats;
 
 /**
@@ -1196,6 +1238,28 @@ enum haquic_result haquic_worker_connect(const struct haquic_engine *engine,
                                          size_t peer_len,
                                          const char *server_name,
                                          const struct haquic_conn **out);
+
+/**
+ * The host reports that `fd` (with the generation from its
+ * `HAQUIC_EVENT_FD_REGISTER`) is readable; the next `haquic_worker_process`
+ * reads it. A notification for an fd that is gone, or of an older
+ * generation (the number was reused), is ignored, counted in
+ * `stale_fd_notifications`, and returns `HAQUIC_ERR_CLOSED`.
+ */
+enum haquic_result haquic_worker_fd_ready(const struct haquic_engine *engine,
+                                          uint32_t worker,
+                                          int32_t fd,
+                                          uint32_t generation);
+
+/**
+ * Confirms that the host stopped polling `fd` after
+ * `HAQUIC_EVENT_FD_RELEASE`; the engine closes it now. Any other fd or
+ * generation returns `HAQUIC_ERR_INVALID_STATE` and is counted.
+ */
+enum haquic_result haquic_worker_fd_released(const struct haquic_engine *engine,
+                                             uint32_t worker,
+                                             int32_t fd,
+                                             uint32_t generation);
 
 /**
  * Fills `stats` with zeros and its size. Use `HAQUIC_STATS_INIT(&stats)`.

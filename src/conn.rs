@@ -129,6 +129,10 @@ pub struct Conn {
     established_reported: bool,
     /// Still in the handshake, for the Retry threshold.
     pub half_open: bool,
+    /// Its own connected socket (per-connection sockets), by fd.
+    pub sock_fd: Option<i32>,
+    /// The peer moved to a new address since the last flush.
+    pub migrated: bool,
 }
 
 fn to_fields(list: &[quiche::h3::Header]) -> Vec<Field> {
@@ -205,6 +209,8 @@ impl Conn {
             timeout_at: None,
             established_reported: false,
             half_open: true,
+            sock_fd: None,
+            migrated: false,
         }
     }
 
@@ -283,6 +289,7 @@ impl Conn {
         while let Some(ev) = self.q.path_event_next() {
             if let quiche::PathEvent::PeerMigrated(local, peer) = ev {
                 counters.inc(&counters.migrations);
+                self.migrated = true;
                 let mut info = self.shared.info.lock().unwrap();
                 info.migrations += 1;
                 info.peer = Some(peer);
@@ -292,7 +299,7 @@ impl Conn {
     }
 
     fn event(&self, kind: EventKind, stream: Option<Shared<StreamShared>>) -> Event {
-        Event { kind, conn: self.shared.clone(), stream }
+        Event { kind, conn: Some(self.shared.clone()), stream }
     }
 
     fn poll_h3(&mut self, events: &mut VecDeque<Event>, counters: &Counters) {

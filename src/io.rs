@@ -65,6 +65,25 @@ impl UdpSocket {
         Ok(UdpSocket { sock, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
     }
 
+    /// A per-connection socket: bound to the listener's address (sharing its
+    /// port through SO_REUSEADDR/SO_REUSEPORT) and connected to the peer, so
+    /// the kernel delivers that peer's datagrams to it directly.
+    pub fn bind_connected(local: SocketAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
+        let s = Self::bind_reuseport(local)?;
+        s.sock.connect(peer)?;
+        Ok(s)
+    }
+
+    /// Sends on a connected socket.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.send(buf)
+    }
+
+    /// The connected peer, if any.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.sock.peer_addr().ok()
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
@@ -84,6 +103,11 @@ impl UdpSocket {
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         self.sock.send_to(buf, to)
     }
+}
+
+/// 0.0.0.0:0, for a socket whose address cannot be read.
+pub fn unspecified() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
 /// A `sockaddr_storage` for an address, and its length.

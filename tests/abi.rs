@@ -76,7 +76,7 @@ mod bindgen_roundtrip {
             }),
             same_struct!(haquic_event {
                 struct_size, kind, conn, stream, code, headers, headers_len, reason, reason_len,
-                fin, is_app_error,
+                fin, is_app_error, fd, fd_generation,
             }),
             same_struct!(haquic_stats {
                 struct_size, reserved, conns_open, conns_accepted, conns_closed, handshakes,
@@ -86,7 +86,8 @@ mod bindgen_roundtrip {
                 drop_unknown_cid, drop_bad_token, drop_out_queue_full, drop_conn_limit,
                 drop_not_accepting, drop_invalid, resets_sent, resets_rate_limited,
                 retries_sent, version_negotiations, migrations, stale_fd_notifications,
-                stale_handle_calls, wrong_thread_calls, send_errors,
+                stale_handle_calls, wrong_thread_calls, send_errors, conn_sockets_opened,
+                conn_socket_fallbacks, fds_released,
             }),
             same_struct!(haquic_limits {
             struct_size,
@@ -103,12 +104,12 @@ mod bindgen_roundtrip {
         }),
         ];
         assert_eq!(
-            offset_of!(haquic_stats, send_errors) + 8,
+            offset_of!(haquic_stats, fds_released) + 8,
             size_of::<haquic_stats>(),
-            "haquic_stats has fields after send_errors that this test does not check"
+            "haquic_stats has fields after fds_released that this test does not check"
         );
         assert_eq!(
-            offset_of!(haquic_event, is_app_error) + 1 + 6,
+            (offset_of!(haquic_event, fd_generation) + 4).next_multiple_of(align_of::<haquic_event>()),
             size_of::<haquic_event>(),
             "haquic_event layout changed: check its fields here"
         );
@@ -159,6 +160,8 @@ mod bindgen_roundtrip {
             (HAQUIC_EVENT_STOP_SENDING, c::haquic_event_type::HAQUIC_EVENT_STOP_SENDING),
             (HAQUIC_EVENT_GOAWAY, c::haquic_event_type::HAQUIC_EVENT_GOAWAY),
             (HAQUIC_EVENT_CONN_CLOSED, c::haquic_event_type::HAQUIC_EVENT_CONN_CLOSED),
+            (HAQUIC_EVENT_FD_REGISTER, c::haquic_event_type::HAQUIC_EVENT_FD_REGISTER),
+            (HAQUIC_EVENT_FD_RELEASE, c::haquic_event_type::HAQUIC_EVENT_FD_RELEASE),
         ];
         for (i, (rust, cval)) in all.iter().enumerate() {
             assert_eq!(*rust as i64, *cval as i64, "{rust:?}");
@@ -179,6 +182,7 @@ mod bindgen_roundtrip {
         assert_eq!(c::HAQUIC_VERSION_PATCH, HAQUIC_VERSION_PATCH);
         assert_eq!(c::HAQUIC_ALPN_WIRE_MAX, HAQUIC_ALPN_WIRE_MAX);
         assert_eq!(c::HAQUIC_LISTENER_HOST_FED, haquic::ffi::engine::HAQUIC_LISTENER_HOST_FED);
+        assert_eq!(c::HAQUIC_LISTENER_CONN_SOCKETS, haquic::ffi::engine::HAQUIC_LISTENER_CONN_SOCKETS);
     }
 
     fn c_result_value(name: &str) -> Option<i64> {

@@ -39,6 +39,21 @@ pub enum EventKind {
     StopSending(u64),
     /// The peer sent GOAWAY with this id.
     GoawayReceived(u64),
+    /// A socket for the host to poll for reading, with its generation.
+    FdRegister {
+        /// The fd.
+        fd: i32,
+        /// Its generation: readiness notifications must carry it.
+        generation: u32,
+    },
+    /// Stop polling this socket, then confirm with
+    /// `haquic_worker_fd_released`; only then is it closed.
+    FdRelease {
+        /// The fd.
+        fd: i32,
+        /// Its generation.
+        generation: u32,
+    },
     /// The connection closed.
     Closed {
         /// An application (HTTP/3) error rather than a transport one.
@@ -55,8 +70,8 @@ pub enum EventKind {
 pub struct Event {
     /// What happened.
     pub kind: EventKind,
-    /// The connection.
-    pub conn: Shared<ConnShared>,
+    /// The connection (None for a listener socket's fd events).
+    pub conn: Option<Shared<ConnShared>>,
     /// The stream, for stream events.
     pub stream: Option<Shared<StreamShared>>,
 }

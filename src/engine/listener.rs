@@ -26,13 +26,15 @@ pub struct Listener {
     pub config: Shared<Config>,
     /// How datagrams move.
     pub mode: Mode,
+    /// Give each accepted connection its own connected socket.
+    pub conn_sockets: bool,
     closed: AtomicBool,
 }
 
 impl Listener {
     /// A listener.
-    pub fn new(id: u32, local: SocketAddr, config: Shared<Config>, mode: Mode) -> Listener {
-        Listener { id, local, config, mode, closed: AtomicBool::new(false) }
+    pub fn new(id: u32, local: SocketAddr, config: Shared<Config>, mode: Mode, conn_sockets: bool) -> Listener {
+        Listener { id, local, config, mode, conn_sockets, closed: AtomicBool::new(false) }
     }
 
     /// Stops accepting new connections (existing ones continue).

@@ -158,7 +158,19 @@ impl EngineInner {
     }
 
     /// Adds a listener. `config` None uses the engine's.
-    pub fn add_listener(&self, local: SocketAddr, config: Option<Shared<Config>>, host_fed: bool) -> Result<Shared<Listener>> {
+    pub fn add_listener(
+        &self,
+        local: SocketAddr,
+        config: Option<Shared<Config>>,
+        host_fed: bool,
+        conn_sockets: bool,
+    ) -> Result<Shared<Listener>> {
+        if host_fed && conn_sockets {
+            return Err(Error::new(
+                haquic_result::HAQUIC_ERR_INVALID_ARGUMENT,
+                "per-connection sockets need engine-owned sockets, not a host-fed listener",
+            ));
+        }
         let config = config.unwrap_or_else(|| self.config.clone());
         config.check()?;
         let id = self.next_listener_id.fetch_add(1, Ordering::Relaxed);
@@ -177,7 +189,7 @@ impl EngineInner {
             }
             (Mode::Sockets(socks), bound)
         };
-        let l = shared(Listener::new(id, local, config, mode));
+        let l = shared(Listener::new(id, local, config, mode, conn_sockets));
         self.listeners.lock().unwrap().push(l.clone());
         Ok(l)
     }
@@ -269,6 +281,21 @@ impl EngineInner {
         for w in 0..self.workers.len() {
             self.dispatcher.wake(w);
         }
+    }
+
+    /// The host says `fd` (generation `generation`) of worker `w` is readable.
+    pub fn fd_ready(&self, w: usize, fd: i32, generation: u32) -> Result<()> {
+        let worker = self.worker(w)?;
+        let mut st = worker.lock()?;
+        let listeners = self.listeners.lock().unwrap().clone();
+        st.fd_ready(fd, generation, &listeners, w, &worker.counters)
+    }
+
+    /// The host stopped polling `fd` after an FD_RELEASE event: close it.
+    pub fn fd_released(&self, w: usize, fd: i32, generation: u32) -> Result<()> {
+        let worker = self.worker(w)?;
+        let mut st = worker.lock()?;
+        st.fd_released(fd, generation, &worker.counters)
     }
 
     /// Counters summed over workers, plus dispatcher drops.

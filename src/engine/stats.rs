@@ -97,6 +97,13 @@ counters! {
     wrong_thread_calls,
     /// Send errors from the socket layer.
     send_errors,
+    /// Per-connection sockets opened.
+    conn_sockets_opened,
+    /// Per-connection sockets that could not be opened (the listener socket
+    /// is used instead).
+    conn_socket_fallbacks,
+    /// Sockets closed after the host confirmed their release.
+    fds_released,
 }
 
 impl Counters {

@@ -9,7 +9,7 @@
 //! race.
 
 use super::EngineInner;
-use super::event::Event;
+use super::event::{Event, EventKind};
 use super::listener::{Listener, Mode};
 use super::stats::Counters;
 use crate::cid::{CID_LEN, decode_worker};
@@ -46,6 +46,16 @@ pub struct OutDatagram {
     pub from: SocketAddr,
 }
 
+/// A per-connection socket and where it is in its life.
+struct ConnSock {
+    sock: crate::io::UdpSocket,
+    listener: u32,
+    /// The host reported it readable.
+    ready: bool,
+    /// The host was asked to stop polling it: never read or write it again.
+    releasing: bool,
+}
+
 /// The owner thread's state.
 pub struct WorkerState {
     conns: HashMap<u64, Conn>,
@@ -58,6 +68,10 @@ pub struct WorkerState {
     reset_window: (Instant, u32),
     half_open: usize,
     buf: Vec<u8>,
+    /// Per-connection sockets of this worker, by fd.
+    conn_socks: HashMap<i32, ConnSock>,
+    /// Listeners whose socket this worker has announced to the host.
+    announced: HashSet<u32>,
     /// Storage the C layer keeps for the event it last returned.
     pub poll_slot: Option<Box<dyn Any + Send>>,
 }
@@ -92,6 +106,8 @@ impl Worker {
                 reset_window: (Instant::now(), 0),
                 half_open: 0,
                 buf: vec![0; SEND_BUF],
+                conn_socks: HashMap::new(),
+                announced: HashSet::new(),
                 poll_slot: None,
             }),
             counters: Counters::default(),
@@ -165,6 +181,64 @@ impl WorkerState {
         self.conns.values().filter_map(|c| c.timeout_at).min().map(|t| t.saturating_duration_since(now))
     }
 
+    /// A readiness notification from the host. A stale one (unknown fd, old
+    /// generation, or a socket being released) is ignored and counted.
+    pub fn fd_ready(
+        &mut self,
+        fd: i32,
+        generation: u32,
+        listeners: &[Shared<Listener>],
+        worker: usize,
+        counters: &Counters,
+    ) -> Result<()> {
+        if let Some(cs) = self.conn_socks.get_mut(&fd) {
+            if cs.sock.generation == generation && !cs.releasing {
+                cs.ready = true;
+                return Ok(());
+            }
+        } else if listeners
+            .iter()
+            .filter_map(|l| l.socket(worker))
+            .any(|s| s.fd() == fd && s.generation == generation)
+        {
+            // Listener sockets are read on every pass anyway.
+            return Ok(());
+        }
+        counters.inc(&counters.stale_fd_notifications);
+        Err(Error::new(haquic_result::HAQUIC_ERR_CLOSED, format!("fd {fd} generation {generation} is not live")))
+    }
+
+    /// The host confirmed it no longer polls `fd`: close it now.
+    pub fn fd_released(&mut self, fd: i32, generation: u32, counters: &Counters) -> Result<()> {
+        match self.conn_socks.get(&fd) {
+            Some(cs) if cs.sock.generation == generation && cs.releasing => {
+                self.conn_socks.remove(&fd);
+                counters.inc(&counters.fds_released);
+                Ok(())
+            }
+            _ => {
+                counters.inc(&counters.stale_fd_notifications);
+                Err(Error::new(
+                    haquic_result::HAQUIC_ERR_INVALID_STATE,
+                    format!("fd {fd} generation {generation} was not being released"),
+                ))
+            }
+        }
+    }
+
+    /// Asks the host to stop polling a connection's socket; from now on the
+    /// engine never touches it, and closes it only once the host confirms.
+    fn release_conn_socket(&mut self, fd: i32, conn: Option<Shared<crate::conn::ConnShared>>) {
+        if let Some(cs) = self.conn_socks.get_mut(&fd) {
+            if !cs.releasing {
+                cs.releasing = true;
+                cs.ready = false;
+                let generation = cs.sock.generation;
+                self.events.push_back(Event { kind: EventKind::FdRelease { fd, generation }, conn, stream: None });
+            }
+        }
+    }
+
     fn register_cid(&mut self, cid: Vec<u8>, conn: u64) {
         self.by_cid.insert(cid.clone(), conn);
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -188,9 +262,34 @@ impl Ctx<'_> {
         &self.worker.counters
     }
 
-    /// Sends (socket mode) or queues (host-fed) one datagram.
+    /// Sends (socket mode) or queues (host-fed) one datagram; through the
+    /// connection's own socket when it has one connected to `to`.
     fn emit(&self, st: &mut WorkerState, listener: &Listener, data: &[u8], to: SocketAddr, from: SocketAddr) {
+        self.emit_via(st, listener, None, data, to, from)
+    }
+
+    fn emit_via(
+        &self,
+        st: &mut WorkerState,
+        listener: &Listener,
+        conn_fd: Option<i32>,
+        data: &[u8],
+        to: SocketAddr,
+        from: SocketAddr,
+    ) {
         let c = self.counters();
+        if let Some(cs) = conn_fd.and_then(|fd| st.conn_socks.get(&fd)) {
+            if !cs.releasing && cs.sock.peer_addr() == Some(to) {
+                match cs.sock.send(data) {
+                    Ok(_) => {
+                        c.inc(&c.packets_out);
+                        c.add(&c.bytes_out, data.len() as u64);
+                    }
+                    Err(_) => c.inc(&c.send_errors),
+                }
+                return;
+            }
+        }
         match &listener.mode {
             Mode::Sockets(_) => {
                 let Some(sock) = listener.socket(self.worker.id) else { return };
@@ -222,6 +321,7 @@ impl Ctx<'_> {
             self.handle_datagram(st, d);
         }
         self.read_sockets(st);
+        self.read_conn_sockets(st);
         let now = Instant::now();
         let expired: Vec<u64> =
             st.conns.iter().filter(|(_, c)| c.timeout_at.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
@@ -243,11 +343,54 @@ impl Ctx<'_> {
         self.flush(st);
     }
 
+    /// Reads the per-connection sockets the host reported readable.
+    fn read_conn_sockets(&self, st: &mut WorkerState) {
+        let ready: Vec<i32> = st.conn_socks.iter().filter(|(_, cs)| cs.ready && !cs.releasing).map(|(fd, _)| *fd).collect();
+        if ready.is_empty() {
+            return;
+        }
+        let listeners: Vec<Shared<Listener>> = self.engine.listeners.lock().unwrap().clone();
+        let mut buf = vec![0u8; 65_535];
+        for fd in ready {
+            for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
+                let Some(cs) = st.conn_socks.get_mut(&fd) else { break };
+                let (n, peer) = match cs.sock.recv_from(&mut buf) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        cs.ready = false;
+                        break;
+                    }
+                };
+                let lid = cs.listener;
+                let local = cs.sock.local_addr().unwrap_or(crate::io::unspecified());
+                let Some(l) = listeners.iter().find(|l| l.id == lid).cloned() else { break };
+                let d = Datagram { listener: l, data: buf[..n].to_vec(), peer, local };
+                self.route_local(st, d);
+            }
+        }
+    }
+
+    /// A datagram read on this worker: handled here if it owns the ID, sent
+    /// to its owner through the dispatcher otherwise.
+    fn route_local(&self, st: &mut WorkerState, d: Datagram) {
+        match self.engine.dispatcher.route(&d.data) {
+            Some(owner) if owner == self.worker.id => self.handle_datagram(st, d),
+            Some(owner) => {
+                let _ = self.engine.dispatcher.push(owner, d);
+            }
+            None => self.counters().inc(&self.counters().drop_unparsable),
+        }
+    }
+
     fn read_sockets(&self, st: &mut WorkerState) {
         let listeners: Vec<Shared<Listener>> = self.engine.listeners.lock().unwrap().clone();
         let mut buf = vec![0u8; 65_535];
         for l in listeners {
             let Some(sock) = l.socket(self.worker.id) else { continue };
+            if st.announced.insert(l.id) {
+                let (fd, generation) = (sock.fd(), sock.generation);
+                st.events.push_back(Event { kind: EventKind::FdRegister { fd, generation }, conn: None, stream: None });
+            }
             let local = l.local;
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
                 let (n, peer) = match sock.recv_from(&mut buf) {
@@ -255,16 +398,7 @@ impl Ctx<'_> {
                     Err(_) => break,
                 };
                 let d = Datagram { listener: l.clone(), data: buf[..n].to_vec(), peer, local };
-                match self.engine.dispatcher.route(&d.data) {
-                    Some(owner) if owner == self.worker.id => self.handle_datagram(st, d),
-                    Some(owner) => {
-                        if self.engine.dispatcher.push(owner, d).is_err() {
-                            let c = &self.engine.workers[owner].counters;
-                            c.inc(&c.drop_queue_full);
-                        }
-                    }
-                    None => self.counters().inc(&self.counters().drop_unparsable),
-                }
+                self.route_local(st, d);
             }
         }
     }
@@ -427,6 +561,25 @@ impl Ctx<'_> {
         }
         c.inc(&c.conns_accepted);
         st.half_open += 1;
+        if listener_conn_sockets(&conn.listener) {
+            match crate::io::UdpSocket::bind_connected(conn.listener.local, d.peer) {
+                Ok(sock) => {
+                    let (fd, generation) = (sock.fd(), sock.generation);
+                    c.inc(&c.conn_sockets_opened);
+                    st.conn_socks.insert(fd, ConnSock { sock, listener: conn.listener.id, ready: false, releasing: false });
+                    conn.sock_fd = Some(fd);
+                    st.events.push_back(Event {
+                        kind: EventKind::FdRegister { fd, generation },
+                        conn: Some(conn.shared.clone()),
+                        stream: None,
+                    });
+                }
+                Err(e) => {
+                    log::debug!("{} per-connection socket: {e}; using the listener's", conn.shared.trace_id);
+                    c.inc(&c.conn_socket_fallbacks);
+                }
+            }
+        }
         st.conns.insert(id, conn);
         st.register_cid(scid_bytes.clone(), id);
         if dcid != scid_bytes {
@@ -521,10 +674,21 @@ impl Ctx<'_> {
                 };
                 let data = st.buf[..n].to_vec();
                 let l = conn.listener.clone();
-                self.emit(st, &l, &data, info.to, info.from);
+                self.emit_via(st, &l, conn.sock_fd, &data, info.to, info.from);
+            }
+            if conn.migrated {
+                // The peer's address changed: the connected socket points at
+                // the old one. Release it; the listener socket carries on.
+                conn.migrated = false;
+                if let Some(fd) = conn.sock_fd.take() {
+                    st.release_conn_socket(fd, Some(conn.shared.clone()));
+                }
             }
             conn.timeout_at = conn.q.timeout().map(|d| now + d);
             if conn.q.is_closed() {
+                if let Some(fd) = conn.sock_fd.take() {
+                    st.release_conn_socket(fd, Some(conn.shared.clone()));
+                }
                 if conn.half_open {
                     st.half_open = st.half_open.saturating_sub(1);
                 }
@@ -544,6 +708,10 @@ impl Ctx<'_> {
             st.conns.insert(id, conn);
         }
     }
+}
+
+fn listener_conn_sockets(l: &Listener) -> bool {
+    l.conn_sockets && matches!(l.mode, Mode::Sockets(_))
 }
 
 fn attach_qlog(conn: &mut Conn, dir: &std::path::Path) {

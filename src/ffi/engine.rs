@@ -254,8 +254,16 @@ pub extern "C" fn haquic_engine_shutdown(engine: *const haquic_engine) -> haquic
     }
 }
 
-/// Listener flags.
+/// Listener flag: the host passes datagrams in and takes them out; the
+/// engine binds nothing.
 pub const HAQUIC_LISTENER_HOST_FED: u32 = 1;
+/// Listener flag: give each accepted connection its own UDP socket, bound to
+/// the listener's address and connected to the peer (HAProxy's
+/// `quic-socket connection`). When one cannot be opened the listener's
+/// socket is used, and counted. The host must handle
+/// `HAQUIC_EVENT_FD_REGISTER`/`HAQUIC_EVENT_FD_RELEASE` and report
+/// readiness with `haquic_worker_fd_ready`.
+pub const HAQUIC_LISTENER_CONN_SOCKETS: u32 = 2;
 
 /// Creates a listener on `addr` (a `struct sockaddr_in` or `sockaddr_in6` of
 /// `addr_len` bytes; port 0 picks one).
@@ -282,11 +290,16 @@ pub extern "C" fn haquic_listener_new(
         let out = try_out!(out);
         let Some(bytes) = super::borrow_slice(addr as *const u8, addr_len) else { return haquic_result::HAQUIC_ERR_NULL };
         let Some(local) = crate::io::sockaddr_to(bytes) else { return haquic_result::HAQUIC_ERR_INVALID_ARGUMENT };
-        if flags & !HAQUIC_LISTENER_HOST_FED != 0 {
+        if flags & !(HAQUIC_LISTENER_HOST_FED | HAQUIC_LISTENER_CONN_SOCKETS) != 0 {
             return haquic_result::HAQUIC_ERR_INVALID_ARGUMENT;
         }
         let cfg = clone_handle(config);
-        match e.add_listener(local, cfg, flags & HAQUIC_LISTENER_HOST_FED != 0) {
+        match e.add_listener(
+            local,
+            cfg,
+            flags & HAQUIC_LISTENER_HOST_FED != 0,
+            flags & HAQUIC_LISTENER_CONN_SOCKETS != 0,
+        ) {
             Ok(l) => {
                 *out = into_handle::<haquic_listener>(l);
                 haquic_result::HAQUIC_OK
@@ -464,6 +477,13 @@ pub enum haquic_event_type {
     HAQUIC_EVENT_GOAWAY = 10,
     /// The connection closed: `code`, `is_app_error`, `reason`.
     HAQUIC_EVENT_CONN_CLOSED = 11,
+    /// Poll `fd` (generation `fd_generation`) for reading and report it with
+    /// `haquic_worker_fd_ready`. `conn` is set for a per-connection socket,
+    /// NULL for a listener socket.
+    HAQUIC_EVENT_FD_REGISTER = 12,
+    /// Stop polling `fd`, then call `haquic_worker_fd_released`: the engine
+    /// closes it only then, and never touches it in between.
+    HAQUIC_EVENT_FD_RELEASE = 13,
 }
 
 /// An event pulled from a worker.
@@ -497,6 +517,10 @@ pub struct haquic_event {
     pub fin: bool,
     /// Close: an application (HTTP/3) error rather than a transport one.
     pub is_app_error: bool,
+    /// FD_REGISTER / FD_RELEASE: the socket.
+    pub fd: i32,
+    /// FD_REGISTER / FD_RELEASE: its generation.
+    pub fd_generation: u32,
 }
 
 const EVENT_V1: usize = std::mem::size_of::<haquic_event>();
@@ -539,6 +563,8 @@ fn empty_event() -> haquic_event {
         reason_len: 0,
         fin: false,
         is_app_error: false,
+        fd: -1,
+        fd_generation: 0,
     }
 }
 
@@ -573,7 +599,7 @@ pub extern "C" fn haquic_worker_poll(engine: *const haquic_engine, worker: u32, 
                 return Err(Error::new(haquic_result::HAQUIC_ERR_WOULD_BLOCK, "no event"));
             };
             let mut out = empty_event();
-            out.conn = borrowed_handle::<haquic_conn>(&event.conn);
+            out.conn = event.conn.as_ref().map_or(std::ptr::null(), borrowed_handle::<haquic_conn>);
             out.stream = event.stream.as_ref().map_or(std::ptr::null(), borrowed_handle::<haquic_stream>);
             let mut headers = Vec::new();
             out.kind = match &event.kind {
@@ -606,6 +632,16 @@ pub extern "C" fn haquic_worker_poll(engine: *const haquic_engine, worker: u32, 
                 EventKind::GoawayReceived(id) => {
                     out.code = *id;
                     haquic_event_type::HAQUIC_EVENT_GOAWAY
+                }
+                EventKind::FdRegister { fd, generation } => {
+                    out.fd = *fd;
+                    out.fd_generation = *generation;
+                    haquic_event_type::HAQUIC_EVENT_FD_REGISTER
+                }
+                EventKind::FdRelease { fd, generation } => {
+                    out.fd = *fd;
+                    out.fd_generation = *generation;
+                    haquic_event_type::HAQUIC_EVENT_FD_RELEASE
                 }
                 EventKind::Closed { app, code, reason } => {
                     out.code = *code;
@@ -714,6 +750,32 @@ pub extern "C" fn haquic_worker_connect(
     }
 }
 
+/// The host reports that `fd` (with the generation from its
+/// `HAQUIC_EVENT_FD_REGISTER`) is readable; the next `haquic_worker_process`
+/// reads it. A notification for an fd that is gone, or of an older
+/// generation (the number was reused), is ignored, counted in
+/// `stale_fd_notifications`, and returns `HAQUIC_ERR_CLOSED`.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_worker_fd_ready(engine: *const haquic_engine, worker: u32, fd: i32, generation: u32) -> haquic_result {
+    ffi_panic_boundary! {
+        let e = try_ref!(engine);
+        let w = match worker_index(e, worker) { Ok(w) => w, Err(c) => return c };
+        to_code(e.fd_ready(w, fd, generation))
+    }
+}
+
+/// Confirms that the host stopped polling `fd` after
+/// `HAQUIC_EVENT_FD_RELEASE`; the engine closes it now. Any other fd or
+/// generation returns `HAQUIC_ERR_INVALID_STATE` and is counted.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_worker_fd_released(engine: *const haquic_engine, worker: u32, fd: i32, generation: u32) -> haquic_result {
+    ffi_panic_boundary! {
+        let e = try_ref!(engine);
+        let w = match worker_index(e, worker) { Ok(w) => w, Err(c) => return c };
+        to_code(e.fd_released(w, fd, generation))
+    }
+}
+
 /// Statistics: counters of an engine or a worker.
 ///
 /// Versioned: initialise with `HAQUIC_STATS_INIT(&stats)`.
@@ -788,6 +850,12 @@ pub struct haquic_stats {
     pub wrong_thread_calls: u64,
     /// Socket send errors.
     pub send_errors: u64,
+    /// Per-connection sockets opened.
+    pub conn_sockets_opened: u64,
+    /// Per-connection sockets that could not be opened (listener used).
+    pub conn_socket_fallbacks: u64,
+    /// Sockets closed after the host confirmed their release.
+    pub fds_released: u64,
 }
 
 const STATS_V1: usize = std::mem::size_of::<haquic_stats>();
@@ -828,6 +896,9 @@ fn to_c_stats(s: &Snapshot) -> haquic_stats {
         stale_handle_calls: s.stale_handle_calls,
         wrong_thread_calls: s.wrong_thread_calls,
         send_errors: s.send_errors,
+        conn_sockets_opened: s.conn_sockets_opened,
+        conn_socket_fallbacks: s.conn_socket_fallbacks,
+        fds_released: s.fds_released,
     }
 }
 
