@@ -1,5 +1,7 @@
 #include <arpa/inet.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include "pair.h"
@@ -23,16 +25,19 @@ int pair_init(struct pair *p, uint32_t srv_workers, const haquic_engine_options 
 	return pair_init_mode(p, srv_workers, srv_opts, 0);
 }
 
-int pair_init_mode(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts, int sockets)
+int pair_init_mode(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts, int mode)
 {
 	haquic_engine_options o;
-	uint32_t flags = sockets ? 0 : HAQUIC_LISTENER_HOST_FED;
+	int sockets = mode != 0;
+	uint32_t sflags = sockets ? (mode & PAIR_CONN_SOCKETS ? HAQUIC_LISTENER_CONN_SOCKETS : 0) : HAQUIC_LISTENER_HOST_FED;
+	uint32_t cflags = (mode & PAIR_SOCKETS) ? 0 : HAQUIC_LISTENER_HOST_FED;
 	size_t len;
 
 	memset(p, 0, sizeof(*p));
 	p->srv_workers = srv_workers;
+	p->relay_fd[0] = p->relay_fd[1] = -1;
 	addr_init(&p->saddr, "127.0.0.1", sockets ? 0 : 4433);
-	addr_init(&p->caddr, sockets ? "127.0.0.1" : "127.0.0.2", sockets ? 0 : 50000);
+	addr_init(&p->caddr, (mode & PAIR_SOCKETS) ? "127.0.0.1" : "127.0.0.2", (mode & PAIR_SOCKETS) ? 0 : 50000);
 	p->scfg = haquic_config_new();
 	p->ccfg = haquic_config_new();
 	if (!p->scfg || !p->ccfg)
@@ -50,11 +55,22 @@ int pair_init_mode(struct pair *p, uint32_t srv_workers, const haquic_engine_opt
 	if (HAQUIC_ENGINE_OPTIONS_INIT(&o) != HAQUIC_OK ||
 	    haquic_engine_new(p->ccfg, &o, NULL, NULL, &p->cli) != HAQUIC_OK)
 		return -1;
-	if (haquic_listener_new(p->srv, NULL, &p->saddr, sizeof(p->saddr), flags, &p->sl) != HAQUIC_OK)
+	if (haquic_listener_new(p->srv, NULL, &p->saddr, sizeof(p->saddr), sflags, &p->sl) != HAQUIC_OK)
 		return -1;
 	/* the client's listener needs no certificate: give it the server config */
-	if (haquic_listener_new(p->cli, p->scfg, &p->caddr, sizeof(p->caddr), flags, &p->cl) != HAQUIC_OK)
+	if (haquic_listener_new(p->cli, p->scfg, &p->caddr, sizeof(p->caddr), cflags, &p->cl) != HAQUIC_OK)
 		return -1;
+	if (mode & PAIR_RELAY) {
+		struct sockaddr_in any;
+
+		addr_init(&any, "127.0.0.1", 0);
+		p->relay = 1;
+		for (int i = 0; i < 2; i++) {
+			p->relay_fd[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (p->relay_fd[i] < 0 || bind(p->relay_fd[i], (struct sockaddr *)&any, sizeof(any)) < 0)
+				return -1;
+		}
+	}
 	/* with sockets, port 0 picked real ports: learn them */
 	if (haquic_listener_address(p->sl, &p->saddr, sizeof(p->saddr), &len) != HAQUIC_OK ||
 	    haquic_listener_address(p->cl, &p->caddr, sizeof(p->caddr), &len) != HAQUIC_OK)
@@ -69,6 +85,9 @@ int pair_connect(struct pair *p)
 
 void pair_free(struct pair *p)
 {
+	for (int i = 0; i < 2; i++)
+		if (p->relay && p->relay_fd[i] >= 0)
+			close(p->relay_fd[i]);
 	for (int i = 0; i < APP_MAX_STREAMS; i++) {
 		haquic_stream_unref(p->app[i].s);
 		free(p->app[i].buf);
@@ -269,6 +288,24 @@ static void server_events(struct pair *p, uint32_t w)
 		case HAQUIC_EVENT_CONN_CLOSED:
 			p->srv_closed++;
 			break;
+		case HAQUIC_EVENT_FD_REGISTER:
+			if (p->nfds < 64) {
+				p->fds[p->nfds] = ev.fd;
+				p->gens[p->nfds++] = ev.fd_generation;
+			}
+			p->fd_registered++;
+			break;
+		case HAQUIC_EVENT_FD_RELEASE:
+			/* stop polling it first, then confirm */
+			for (int i = 0; i < p->nfds; i++)
+				if (p->fds[i] == ev.fd && p->gens[i] == ev.fd_generation) {
+					p->fds[i] = p->fds[--p->nfds];
+					p->gens[i] = p->gens[p->nfds];
+					break;
+				}
+			if (haquic_worker_fd_released(p->srv, w, ev.fd, ev.fd_generation) == HAQUIC_OK)
+				p->fd_released++;
+			break;
 		default:
 			break;
 		}
@@ -409,6 +446,46 @@ static int move(const haquic_engine *from, uint32_t w, const haquic_engine *to, 
 	return n;
 }
 
+/* Readiness of the server's registered fds, reported as the host would. */
+static void poll_fds(struct pair *p)
+{
+	struct pollfd pfd[64];
+
+	for (int i = 0; i < p->nfds; i++) {
+		pfd[i].fd = p->fds[i];
+		pfd[i].events = POLLIN;
+		pfd[i].revents = 0;
+	}
+	if (p->nfds && poll(pfd, p->nfds, 0) > 0)
+		for (int i = 0; i < p->nfds; i++)
+			if (pfd[i].revents & POLLIN)
+				haquic_worker_fd_ready(p->srv, 0, p->fds[i], p->gens[i]);
+}
+
+/* Relay mode: client datagrams leave through the current relay socket;
+ * whatever the server sends to either relay socket goes to the client. */
+static int relay_move(struct pair *p)
+{
+	static unsigned char buf[65536];
+	struct sockaddr_storage peer;
+	size_t len, peer_len;
+	int n = 0;
+
+	while (haquic_worker_pop_datagram(p->cli, 0, buf, sizeof(buf), &len, &peer, sizeof(peer), &peer_len) == HAQUIC_OK) {
+		if (sendto(p->relay_fd[p->relay_cur], buf, len, 0, (struct sockaddr *)&p->saddr, sizeof(p->saddr)) > 0)
+			n++;
+	}
+	for (int i = 0; i < 2; i++) {
+		ssize_t r;
+
+		while ((r = recv(p->relay_fd[i], buf, sizeof(buf), 0)) > 0) {
+			haquic_listener_recv(p->cli, p->cl, buf, r, &p->saddr, sizeof(p->saddr));
+			n++;
+		}
+	}
+	return n;
+}
+
 int pair_pump(struct pair *p, int rounds)
 {
 	int total = 0;
@@ -418,7 +495,11 @@ int pair_pump(struct pair *p, int rounds)
 
 		haquic_worker_process(p->cli, 0);
 		client_events(p);
-		moved += move(p->cli, 0, p->srv, p->sl, &p->caddr, p->drop_to_server);
+		if (p->relay)
+			moved += relay_move(p);
+		else
+			moved += move(p->cli, 0, p->srv, p->sl, &p->caddr, p->drop_to_server);
+		poll_fds(p);
 		for (uint32_t w = 0; w < p->srv_workers; w++) {
 			haquic_worker_process(p->srv, w);
 			server_events(p, w);

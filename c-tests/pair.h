@@ -52,12 +52,23 @@ struct pair {
 	int ncs;
 	int drop_to_client, drop_to_server;  /* drop datagrams when set */
 	int goaways;
+	/* fds the server engine asked us to poll (FD_REGISTER/FD_RELEASE) */
+	int fds[64];
+	uint32_t gens[64];
+	int nfds, fd_registered, fd_released;
+	/* relay mode: the client is host-fed, its datagrams cross real UDP
+	 * through relay socket relay_cur (switching it is a NAT rebinding) */
+	int relay, relay_fd[2], relay_cur;
 };
+
+#define PAIR_SOCKETS 1       /* engine-owned sockets on both sides */
+#define PAIR_CONN_SOCKETS 2  /* and per-connection sockets on the server */
+#define PAIR_RELAY 4         /* server on sockets, client host-fed via a UDP relay */
 
 /* Sets up both engines; opts may be NULL. Returns 0 on success. */
 int pair_init(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts);
-/* Same, with engine-owned sockets on 127.0.0.1 (real UDP) when `sockets`. */
-int pair_init_mode(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts, int sockets);
+/* Same, with PAIR_* mode flags (real UDP on 127.0.0.1). */
+int pair_init_mode(struct pair *p, uint32_t srv_workers, const haquic_engine_options *srv_opts, int mode);
 /* Starts the client connection. */
 int pair_connect(struct pair *p);
 /* Moves datagrams and processes events until nothing moves; at most `rounds`

@@ -557,7 +557,7 @@ static int engine_sockets_end_to_end(void)
 
 	CHECK(body != NULL);
 	pattern_fill(body, len, 3);
-	CHECK(pair_init_mode(&p, 2, NULL, 1) == 0);
+	CHECK(pair_init_mode(&p, 2, NULL, PAIR_SOCKETS) == 0);
 	CHECK(p.saddr.sin_port != 0 && p.caddr.sin_port != 0);
 	CHECK_RESULT(haquic_listener_fd(p.sl, 1, &fd, &gen), HAQUIC_OK);
 	CHECK(fd >= 0 && gen > 0);
@@ -895,6 +895,46 @@ cleanup:
 	return rc;
 }
 
+/* The client's port changes (a NAT rebinding, through a real UDP relay) while
+ * the server gives each connection its own connected socket: the server
+ * validates the new path, releases the old socket in two phases (FD_RELEASE,
+ * then the host's confirmation), and goes on through the listener socket. */
+static int engine_rebind_with_conn_sockets(void)
+{
+	struct pair p;
+	haquic_stats st;
+	int a, b, rc = 1;
+
+	CHECK(pair_init_mode(&p, 1, NULL, PAIR_CONN_SOCKETS | PAIR_RELAY) == 0);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	a = pair_request(&p, "GET", "/size/50000", NULL, 0);
+	CHECK(a >= 0 && PAIR_UNTIL(&p, p.cs[a].fin, 5000));
+	CHECK(p.cs[a].body_len == 50000);
+	HAQUIC_STATS_INIT(&st);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.conn_sockets_opened == 1);
+	/* one listener fd and one connection fd were handed over */
+	CHECK(p.fd_registered == 2 && p.nfds == 2);
+
+	p.relay_cur = 1;  /* the NAT rebinds */
+	b = pair_request(&p, "GET", "/size/50000", NULL, 0);
+	CHECK(b >= 0 && PAIR_UNTIL(&p, p.cs[b].fin, 10000));
+	CHECK(p.cs[b].body_len == 50000);
+	CHECK(PAIR_UNTIL(&p, p.fd_released == 1, 5000));
+	CHECK(p.nfds == 1);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.migrations == 1 && st.fds_released == 1);
+	/* the released fd's generation is dead: a late notification is stale */
+	CHECK_RESULT(haquic_worker_fd_ready(p.srv, 0, 12345, 1), HAQUIC_ERR_CLOSED);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.stale_fd_notifications == 1);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
 const struct test_case engine_tests[] = {
 	{ "engine_options_bad_input", engine_options_bad_input },
 	{ "engine_listener_bad_input", engine_listener_bad_input },
@@ -912,6 +952,7 @@ const struct test_case engine_tests[] = {
 	{ "engine_wrong_thread", engine_wrong_thread },
 	{ "engine_malformed_request_is_counted", engine_malformed_request_is_counted },
 	{ "engine_sockets_end_to_end", engine_sockets_end_to_end },
+	{ "engine_rebind_with_conn_sockets", engine_rebind_with_conn_sockets },
 	{ "engine_cookies_and_trailers", engine_cookies_and_trailers },
 	{ "engine_content_length_mismatch", engine_content_length_mismatch },
 	{ "engine_reset_and_stop_sending_reach_server", engine_reset_and_stop_sending_reach_server },
