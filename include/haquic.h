@@ -914,6 +914,13 @@ enum haquic_result haquic_config_set_verify_peer(const struct haquic_config *con
 enum haquic_result haquic_config_set_early_data(const struct haquic_config *config, bool enabled);
 
 /**
+ * Paces sending to the times quiche computes from the congestion controller
+ * (on by default), or sends bursts as soon as the window allows. The engine
+ * holds paced datagrams and reflects them in `haquic_worker_next_timeout`.
+ */
+enum haquic_result haquic_config_set_pacing(const struct haquic_config *config, bool enabled);
+
+/**
  * Adds a reference. Returns `conn` as a new reference. NULL is ignored.
  */
 const struct haquic_conn *haquic_conn_ref(const struct haquic_conn *conn);

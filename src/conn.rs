@@ -133,6 +133,8 @@ pub struct Conn {
     pub sock_fd: Option<i32>,
     /// The peer moved to a new address since the last flush.
     pub migrated: bool,
+    /// Honour quiche's pacing times (`SendInfo::at`).
+    pub pacing: bool,
 }
 
 fn to_fields(list: &[quiche::h3::Header]) -> Vec<Field> {
@@ -211,6 +213,7 @@ impl Conn {
             half_open: true,
             sock_fd: None,
             migrated: false,
+            pacing: true,
         }
     }
 

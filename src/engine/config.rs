@@ -228,6 +228,8 @@ pub struct ConfigState {
     /// Accept 0-RTT (early data) from resuming clients (HAProxy's
     /// `allow-0rtt`).
     pub early_data: bool,
+    /// Pace sending to quiche's computed send times.
+    pub pacing: bool,
 }
 
 impl Default for ConfigState {
@@ -241,6 +243,7 @@ impl Default for ConfigState {
             verify_peer: true,
             ca_file: None,
             early_data: false,
+            pacing: true,
         }
     }
 }
@@ -462,6 +465,16 @@ impl Config {
         if s.early_data {
             c.enable_early_data();
         }
+        c.enable_pacing(s.pacing);
+    }
+
+    /// Paces sending (the default) or sends as soon as the congestion window
+    /// allows.
+    pub fn set_pacing(&self, enabled: bool) -> Result<()> {
+        self.update(|s| {
+            s.pacing = enabled;
+            Ok(())
+        })
     }
 
     /// Accepts (or not) 0-RTT data from resuming clients.

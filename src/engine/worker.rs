@@ -46,6 +46,41 @@ pub struct OutDatagram {
     pub from: SocketAddr,
 }
 
+/// A datagram held until its pacing time.
+struct Paced {
+    at: Instant,
+    seq: u64,
+    listener: Shared<Listener>,
+    conn_fd: Option<i32>,
+    data: Vec<u8>,
+    to: SocketAddr,
+    from: SocketAddr,
+}
+
+impl PartialEq for Paced {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Paced {}
+impl PartialOrd for Paced {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Paced {
+    // Reversed: BinaryHeap is a max-heap and the earliest must come first.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Datagrams a worker holds for pacing, at most.
+const MAX_PACED: usize = 16_384;
+/// Pacing granularity: a datagram due within this is sent at once (hosts
+/// wake up on millisecond timers).
+const PACING_GRANULARITY: Duration = Duration::from_millis(1);
+
 /// A per-connection socket and where it is in its life.
 struct ConnSock {
     sock: crate::io::UdpSocket,
@@ -72,6 +107,9 @@ pub struct WorkerState {
     conn_socks: HashMap<i32, ConnSock>,
     /// Listeners whose socket this worker has announced to the host.
     announced: HashSet<u32>,
+    /// Datagrams waiting for their pacing time.
+    paced: std::collections::BinaryHeap<Paced>,
+    paced_seq: u64,
     /// Storage the C layer keeps for the event it last returned.
     pub poll_slot: Option<Box<dyn Any + Send>>,
 }
@@ -108,6 +146,8 @@ impl Worker {
                 buf: vec![0; SEND_BUF],
                 conn_socks: HashMap::new(),
                 announced: HashSet::new(),
+                paced: std::collections::BinaryHeap::new(),
+                paced_seq: 0,
                 poll_slot: None,
             }),
             counters: Counters::default(),
@@ -176,9 +216,11 @@ impl WorkerState {
         self.conns.len()
     }
 
-    /// Time until the earliest connection timer, if any.
+    /// Time until the earliest connection timer or paced datagram, if any.
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        self.conns.values().filter_map(|c| c.timeout_at).min().map(|t| t.saturating_duration_since(now))
+        let conn = self.conns.values().filter_map(|c| c.timeout_at).min();
+        let paced = self.paced.peek().map(|p| p.at);
+        conn.into_iter().chain(paced).min().map(|t| t.saturating_duration_since(now))
     }
 
     /// A readiness notification from the host. A stale one (unknown fd, old
@@ -323,6 +365,10 @@ impl Ctx<'_> {
         self.read_sockets(st);
         self.read_conn_sockets(st);
         let now = Instant::now();
+        while st.paced.peek().is_some_and(|p| p.at <= now + PACING_GRANULARITY) {
+            let p = st.paced.pop().unwrap();
+            self.emit_via(st, &p.listener, p.conn_fd, &p.data, p.to, p.from);
+        }
         let expired: Vec<u64> =
             st.conns.iter().filter(|(_, c)| c.timeout_at.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
         for id in expired {
@@ -554,8 +600,9 @@ impl Ctx<'_> {
             }
         };
         let id = self.engine.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let limits = listener.config.snapshot().map(|s| s.limits).unwrap_or_default();
+        let (limits, pacing) = listener.config.snapshot().map(|s| (s.limits, s.pacing)).unwrap_or_default();
         let mut conn = Conn::new(id, self.worker.id, q, listener, self.engine_weak.clone(), limits.max_field_section_size);
+        conn.pacing = pacing;
         if let Some(dir) = self.engine.opts.qlog_dir.as_ref() {
             attach_qlog(&mut conn, dir);
         }
@@ -619,8 +666,9 @@ impl Ctx<'_> {
         let q = quiche::connect(server_name, &scid, local, peer, cfg)
             .map_err(|e| Error::new(haquic_result::HAQUIC_ERR_PROTOCOL, format!("connect: {e}")))?;
         let id = self.engine.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let limits = self.engine.config.snapshot().map(|s| s.limits).unwrap_or_default();
+        let (limits, pacing) = self.engine.config.snapshot().map(|s| (s.limits, s.pacing)).unwrap_or_default();
         let mut conn = Conn::new(id, self.worker.id, q, listener, self.engine_weak.clone(), limits.max_field_section_size);
+        conn.pacing = pacing;
         if let Some(dir) = self.engine.opts.qlog_dir.as_ref() {
             attach_qlog(&mut conn, dir);
         }
@@ -674,6 +722,13 @@ impl Ctx<'_> {
                 };
                 let data = st.buf[..n].to_vec();
                 let l = conn.listener.clone();
+                // Pacing: hold the datagram until quiche's send time.
+                if conn.pacing && info.at > now + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
+                    st.paced_seq += 1;
+                    let seq = st.paced_seq;
+                    st.paced.push(Paced { at: info.at, seq, listener: l, conn_fd: conn.sock_fd, data, to: info.to, from: info.from });
+                    continue;
+                }
                 self.emit_via(st, &l, conn.sock_fd, &data, info.to, info.from);
             }
             if conn.migrated {

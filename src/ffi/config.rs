@@ -493,3 +493,14 @@ pub extern "C" fn haquic_config_set_early_data(config: *const haquic_config, ena
         finish(cfg, cfg.set_early_data(enabled))
     }
 }
+
+/// Paces sending to the times quiche computes from the congestion controller
+/// (on by default), or sends bursts as soon as the window allows. The engine
+/// holds paced datagrams and reflects them in `haquic_worker_next_timeout`.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_config_set_pacing(config: *const haquic_config, enabled: bool) -> haquic_result {
+    ffi_panic_boundary! {
+        let cfg = try_ref!(config);
+        finish(cfg, cfg.set_pacing(enabled))
+    }
+}
