@@ -557,6 +557,34 @@ cleanup:
 	return rc;
 }
 
+static int cfg_secret_0rtt_pacing_verify(void)
+{
+	const haquic_config *cfg = haquic_config_new();
+	unsigned char big[1025];
+	int rc = 1;
+
+	memset(big, 7, sizeof(big));
+	CHECK_RESULT(haquic_config_set_cluster_secret(NULL, big, 8), HAQUIC_ERR_NULL);
+	CHECK_RESULT(haquic_config_set_cluster_secret(cfg, NULL, 8), HAQUIC_ERR_NULL);
+	CHECK_RESULT(haquic_config_set_cluster_secret(cfg, big, 0), HAQUIC_ERR_OUT_OF_RANGE);
+	CHECK_RESULT(haquic_config_set_cluster_secret(cfg, big, sizeof(big)), HAQUIC_ERR_OUT_OF_RANGE);
+	CHECK_STR_CONTAINS(haquic_config_last_error(cfg), "1025");
+	CHECK_RESULT(haquic_config_set_cluster_secret(cfg, big, 32), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_set_early_data(NULL, true), HAQUIC_ERR_NULL);
+	CHECK_RESULT(haquic_config_set_early_data(cfg, true), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_set_pacing(NULL, false), HAQUIC_ERR_NULL);
+	CHECK_RESULT(haquic_config_set_pacing(cfg, false), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_set_verify_peer(NULL, true, NULL), HAQUIC_ERR_NULL);
+	CHECK_RESULT(haquic_config_set_verify_peer(cfg, true, fixtures_dir), HAQUIC_ERR_FILE_UNREADABLE);
+	CHECK_RESULT(haquic_config_set_verify_peer(cfg, true, fixture("ca.crt")), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_load_cert_chain_and_key(cfg, fixture("leaf.crt"), fixture("leaf.key")), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_check(cfg), HAQUIC_OK);
+	rc = 0;
+cleanup:
+	haquic_config_unref(cfg);
+	return rc;
+}
+
 const struct test_case config_tests[] = {
 	{ "config_new_ref_unref_counts", cfg_new_ref_unref_counts },
 	{ "config_unref_null_is_noop", cfg_unref_null_is_noop },
@@ -583,5 +611,6 @@ const struct test_case config_tests[] = {
 	{ "config_idle_timeout", cfg_idle_timeout },
 	{ "config_cc_algorithms", cfg_cc_algorithms },
 	{ "config_check_requires_certificate", cfg_check_requires_certificate },
+	{ "config_secret_0rtt_pacing_verify", cfg_secret_0rtt_pacing_verify },
 	{ NULL, NULL },
 };
