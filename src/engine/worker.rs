@@ -723,7 +723,7 @@ impl Ctx<'_> {
                 let data = st.buf[..n].to_vec();
                 let l = conn.listener.clone();
                 // Pacing: hold the datagram until quiche's send time.
-                if conn.pacing && info.at > now + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
+                if conn.pacing && info.at > Instant::now() + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
                     st.paced_seq += 1;
                     let seq = st.paced_seq;
                     st.paced.push(Paced { at: info.at, seq, listener: l, conn_fd: conn.sock_fd, data, to: info.to, from: info.from });
