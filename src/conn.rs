@@ -135,6 +135,7 @@ pub struct Conn {
     pub migrated: bool,
     /// Honour quiche's pacing times (`SendInfo::at`).
     pub pacing: bool,
+    flushes: u32,
 }
 
 fn to_fields(list: &[quiche::h3::Header]) -> Vec<Field> {
@@ -214,6 +215,7 @@ impl Conn {
             sock_fd: None,
             migrated: false,
             pacing: true,
+            flushes: 0,
         }
     }
 
@@ -543,8 +545,13 @@ impl Conn {
         self.event(EventKind::Closed { app, code, reason }, None)
     }
 
-    /// Updates the snapshot other threads may read.
-    pub fn refresh_info(&self) {
+    /// Updates the snapshot other threads may read: the addresses once, the
+    /// statistics every 32nd pass (and at close), to keep the hot path light.
+    pub fn refresh_info(&mut self) {
+        self.flushes = self.flushes.wrapping_add(1);
+        if self.flushes % 32 != 1 {
+            return;
+        }
         let mut info = self.shared.info.lock().unwrap();
         info.stats = Some(self.q.stats());
         if info.peer.is_none() {

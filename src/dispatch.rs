@@ -12,7 +12,7 @@ use crate::engine::listener::Listener;
 use crossbeam::queue::ArrayQueue;
 use std::net::SocketAddr;
 use crate::handle::Shared;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A received datagram on its way to its owner.
 pub struct Datagram {
@@ -38,6 +38,9 @@ pub struct Dispatcher {
     pub overflows: Vec<AtomicU64>,
     /// Datagrams dropped because no destination ID could be read.
     pub unparsable: AtomicU64,
+    /// A wake-up was sent since the worker last started processing: later
+    /// ones would be redundant.
+    wake_pending: Vec<AtomicBool>,
 }
 
 /// Reads the destination connection ID of a QUIC packet without trusting
@@ -64,6 +67,7 @@ impl Dispatcher {
             wake,
             overflows: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             unparsable: AtomicU64::new(0),
+            wake_pending: (0..workers).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -94,7 +98,7 @@ impl Dispatcher {
             self.overflows[worker].fetch_add(1, Ordering::Relaxed);
             return Err(DropReason::QueueFull);
         }
-        (self.wake)(worker);
+        self.wake(worker);
         Ok(())
     }
 
@@ -108,9 +112,18 @@ impl Dispatcher {
         self.queues[worker].len()
     }
 
-    /// Wakes `worker` through the host's callback.
+    /// Wakes `worker` through the host's callback, unless a wake-up is
+    /// already pending: every wake-up sent after the worker last started
+    /// processing guarantees one more pass, so one is enough.
     pub fn wake(&self, worker: usize) {
-        (self.wake)(worker)
+        if !self.wake_pending[worker].swap(true, Ordering::AcqRel) {
+            (self.wake)(worker)
+        }
+    }
+
+    /// Called by the worker as it starts processing.
+    pub fn clear_wake(&self, worker: usize) {
+        self.wake_pending[worker].store(false, Ordering::Release);
     }
 }
 

@@ -46,6 +46,15 @@ pub struct OutDatagram {
     pub from: SocketAddr,
 }
 
+/// A datagram being handled on its owner, borrowed from a receive buffer or a
+/// queued `Datagram`: no copy on the fast path.
+pub struct DgramRef<'a> {
+    listener: &'a Shared<Listener>,
+    data: &'a mut [u8],
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
 /// A datagram held until its pacing time.
 struct Paced {
     at: Instant,
@@ -103,6 +112,7 @@ pub struct WorkerState {
     reset_window: (Instant, u32),
     half_open: usize,
     buf: Vec<u8>,
+    rbuf: Vec<u8>,
     /// Per-connection sockets of this worker, by fd.
     conn_socks: HashMap<i32, ConnSock>,
     /// Listeners whose socket this worker has announced to the host.
@@ -144,6 +154,7 @@ impl Worker {
                 reset_window: (Instant::now(), 0),
                 half_open: 0,
                 buf: vec![0; SEND_BUF],
+                rbuf: vec![0; SEND_BUF],
                 conn_socks: HashMap::new(),
                 announced: HashSet::new(),
                 paced: std::collections::BinaryHeap::new(),
@@ -358,9 +369,11 @@ impl Ctx<'_> {
     /// Drives the worker: queued datagrams, owned sockets, timers, flushes.
     pub fn process(&self, st: &mut WorkerState) {
         let w = self.worker.id;
+        self.engine.dispatcher.clear_wake(w);
         for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
-            let Some(d) = self.engine.dispatcher.pop(w) else { break };
-            self.handle_datagram(st, d);
+            let Some(mut d) = self.engine.dispatcher.pop(w) else { break };
+            let r = DgramRef { listener: &d.listener, data: &mut d.data, peer: d.peer, local: d.local };
+            self.handle_datagram(st, r);
         }
         self.read_sockets(st);
         self.read_conn_sockets(st);
@@ -396,7 +409,7 @@ impl Ctx<'_> {
             return;
         }
         let listeners: Vec<Shared<Listener>> = self.engine.listeners.lock().unwrap().clone();
-        let mut buf = vec![0u8; 65_535];
+        let mut buf = std::mem::take(&mut st.rbuf);
         for fd in ready {
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
                 let Some(cs) = st.conn_socks.get_mut(&fd) else { break };
@@ -409,19 +422,22 @@ impl Ctx<'_> {
                 };
                 let lid = cs.listener;
                 let local = cs.sock.local_addr().unwrap_or(crate::io::unspecified());
-                let Some(l) = listeners.iter().find(|l| l.id == lid).cloned() else { break };
-                let d = Datagram { listener: l, data: buf[..n].to_vec(), peer, local };
-                self.route_local(st, d);
+                let Some(l) = listeners.iter().find(|l| l.id == lid) else { break };
+                self.route_local(st, l, &mut buf[..n], peer, local);
             }
         }
+        st.rbuf = buf;
     }
 
-    /// A datagram read on this worker: handled here if it owns the ID, sent
-    /// to its owner through the dispatcher otherwise.
-    fn route_local(&self, st: &mut WorkerState, d: Datagram) {
-        match self.engine.dispatcher.route(&d.data) {
-            Some(owner) if owner == self.worker.id => self.handle_datagram(st, d),
+    /// A datagram read on this worker: handled here if it owns the ID (in
+    /// place, no copy), queued for its owner otherwise.
+    fn route_local(&self, st: &mut WorkerState, l: &Shared<Listener>, data: &mut [u8], peer: SocketAddr, local: SocketAddr) {
+        match self.engine.dispatcher.route(data) {
+            Some(owner) if owner == self.worker.id => {
+                self.handle_datagram(st, DgramRef { listener: l, data, peer, local })
+            }
             Some(owner) => {
+                let d = Datagram { listener: l.clone(), data: data.to_vec(), peer, local };
                 let _ = self.engine.dispatcher.push(owner, d);
             }
             None => self.counters().inc(&self.counters().drop_unparsable),
@@ -430,8 +446,8 @@ impl Ctx<'_> {
 
     fn read_sockets(&self, st: &mut WorkerState) {
         let listeners: Vec<Shared<Listener>> = self.engine.listeners.lock().unwrap().clone();
-        let mut buf = vec![0u8; 65_535];
-        for l in listeners {
+        let mut buf = std::mem::take(&mut st.rbuf);
+        for l in &listeners {
             let Some(sock) = l.socket(self.worker.id) else { continue };
             if st.announced.insert(l.id) {
                 let (fd, generation) = (sock.fd(), sock.generation);
@@ -443,14 +459,14 @@ impl Ctx<'_> {
                     Ok(v) => v,
                     Err(_) => break,
                 };
-                let d = Datagram { listener: l.clone(), data: buf[..n].to_vec(), peer, local };
-                self.route_local(st, d);
+                self.route_local(st, l, &mut buf[..n], peer, local);
             }
         }
+        st.rbuf = buf;
     }
 
     /// One datagram for this worker.
-    pub fn handle_datagram(&self, st: &mut WorkerState, mut d: Datagram) {
+    pub fn handle_datagram(&self, st: &mut WorkerState, mut d: DgramRef<'_>) {
         let c = self.counters();
         let Some(dcid) = dcid_of(&d.data).map(|x| x.to_vec()) else {
             c.inc(&c.drop_unparsable);
@@ -467,12 +483,12 @@ impl Ctx<'_> {
         self.accept(st, d, dcid);
     }
 
-    fn recv_into(&self, st: &mut WorkerState, id: u64, d: &mut Datagram) {
+    fn recv_into(&self, st: &mut WorkerState, id: u64, d: &mut DgramRef<'_>) {
         let c = self.counters();
         let Some(conn) = st.conns.get_mut(&id) else { return };
         let info = quiche::RecvInfo { from: d.peer, to: d.local };
         let len = d.data.len();
-        match conn.q.recv(&mut d.data, info) {
+        match conn.q.recv(d.data, info) {
             Ok(_) => {
                 c.inc(&c.packets_in);
                 c.add(&c.bytes_in, len as u64);
@@ -486,7 +502,7 @@ impl Ctx<'_> {
         st.dirty.insert(id);
     }
 
-    fn maybe_stateless_reset(&self, st: &mut WorkerState, d: &Datagram, dcid: &[u8]) {
+    fn maybe_stateless_reset(&self, st: &mut WorkerState, d: &DgramRef<'_>, dcid: &[u8]) {
         let c = self.counters();
         c.inc(&c.drop_unknown_cid);
         // Only for IDs we could have issued, and only when the reset can be
@@ -515,9 +531,9 @@ impl Ctx<'_> {
         self.emit(st, &l, &pkt, d.peer, d.local);
     }
 
-    fn accept(&self, st: &mut WorkerState, mut d: Datagram, dcid: Vec<u8>) {
+    fn accept(&self, st: &mut WorkerState, mut d: DgramRef<'_>, dcid: Vec<u8>) {
         let c = self.counters();
-        let hdr = match quiche::Header::from_slice(&mut d.data, CID_LEN) {
+        let hdr = match quiche::Header::from_slice(d.data, CID_LEN) {
             Ok(h) => h,
             Err(_) => {
                 c.inc(&c.drop_unparsable);
@@ -686,6 +702,7 @@ impl Ctx<'_> {
     pub fn flush(&self, st: &mut WorkerState) {
         let dirty: Vec<u64> = st.dirty.drain().collect();
         let now = Instant::now();
+        let mut out = std::mem::take(&mut st.buf);
         for id in dirty {
             let Some(mut conn) = st.conns.remove(&id) else { continue };
             let was_half_open = conn.half_open;
@@ -711,7 +728,7 @@ impl Ctx<'_> {
                 }
             }
             loop {
-                let (n, info) = match conn.q.send(&mut st.buf) {
+                let (n, info) = match conn.q.send(&mut out) {
                     Ok(v) => v,
                     Err(quiche::Error::Done) => break,
                     Err(e) => {
@@ -720,16 +737,15 @@ impl Ctx<'_> {
                         break;
                     }
                 };
-                let data = st.buf[..n].to_vec();
-                let l = conn.listener.clone();
                 // Pacing: hold the datagram until quiche's send time.
                 if conn.pacing && info.at > Instant::now() + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
                     st.paced_seq += 1;
                     let seq = st.paced_seq;
+                    let (l, data) = (conn.listener.clone(), out[..n].to_vec());
                     st.paced.push(Paced { at: info.at, seq, listener: l, conn_fd: conn.sock_fd, data, to: info.to, from: info.from });
                     continue;
                 }
-                self.emit_via(st, &l, conn.sock_fd, &data, info.to, info.from);
+                self.emit_via(st, &conn.listener, conn.sock_fd, &out[..n], info.to, info.from);
             }
             if conn.migrated {
                 // The peer's address changed: the connected socket points at
@@ -762,6 +778,7 @@ impl Ctx<'_> {
             conn.refresh_info();
             st.conns.insert(id, conn);
         }
+        st.buf = out;
     }
 }
 
