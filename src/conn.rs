@@ -582,6 +582,7 @@ impl Conn {
                 }
                 let fin = self.q.stream_finished(sid);
                 if fin {
+                    self.check_body_complete(sid, counters)?;
                     self.finish_recv(sid);
                 }
                 Ok((n, fin))
@@ -590,6 +591,7 @@ impl Conn {
                 let e = self.streams.get_mut(&sid).unwrap();
                 e.readable_pending = false;
                 if e.recv_fin_seen || self.q.stream_finished(sid) {
+                    self.check_body_complete(sid, counters)?;
                     self.finish_recv(sid);
                     Ok((0, true))
                 } else {
@@ -598,6 +600,18 @@ impl Conn {
             }
             Err(e) => Err(h3_err(e)),
         }
+    }
+
+    /// At the end of a body: one shorter than its content-length is a
+    /// malformed message (RFC 9114 4.1.2); the stream is reset.
+    fn check_body_complete(&mut self, sid: u64, counters: &Counters) -> Result<()> {
+        let Some(e) = self.streams.get(&sid) else { return Ok(()) };
+        if let Err(m) = e.body.finish() {
+            let mut dummy = VecDeque::new();
+            self.message_error(sid, &m.0, &mut dummy, counters);
+            return Err(Error::new(haquic_result::HAQUIC_ERR_PROTOCOL, m.0));
+        }
+        Ok(())
     }
 
     fn finish_recv(&mut self, sid: u64) {

@@ -524,6 +524,13 @@ pub struct haquic_event {
 }
 
 const EVENT_V1: usize = std::mem::size_of::<haquic_event>();
+/// The layout before `fd`/`fd_generation` were added: still accepted, and
+/// written up to its size only.
+const EVENT_MIN: usize = std::mem::offset_of!(haquic_event, fd);
+
+fn event_size_ok(size: usize) -> bool {
+    (EVENT_MIN..=EVENT_V1).contains(&size)
+}
 
 /// What the C side keeps alive for the last event of a worker.
 struct PollSlot {
@@ -542,10 +549,12 @@ pub extern "C" fn haquic_event_init(ev: *mut haquic_event, struct_size: usize) -
         if ev.is_null() {
             return haquic_result::HAQUIC_ERR_NULL;
         }
-        if struct_size != EVENT_V1 {
+        if !event_size_ok(struct_size) {
             return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
         }
-        write_versioned(ev, &empty_event(), struct_size);
+        let mut v = empty_event();
+        v.struct_size = struct_size as u32;
+        write_versioned(ev, &v, struct_size);
         haquic_result::HAQUIC_OK
     }
 }
@@ -589,7 +598,7 @@ pub extern "C" fn haquic_worker_poll(engine: *const haquic_engine, worker: u32, 
         }
         let w = match worker_index(e, worker) { Ok(w) => w, Err(c) => return c };
         let Some(size) = versioned_size(ev as *const haquic_event) else { return haquic_result::HAQUIC_ERR_NULL };
-        if size != EVENT_V1 {
+        if !event_size_ok(size) {
             return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
         }
         let r = e.with_worker(w, |st, _| {
@@ -657,7 +666,8 @@ pub extern "C" fn haquic_worker_poll(engine: *const haquic_engine, worker: u32, 
             Ok(out)
         });
         match r {
-            Ok(out) => {
+            Ok(mut out) => {
+                out.struct_size = size as u32;
                 write_versioned(ev, &out, size);
                 haquic_result::HAQUIC_OK
             }
@@ -859,6 +869,12 @@ pub struct haquic_stats {
 }
 
 const STATS_V1: usize = std::mem::size_of::<haquic_stats>();
+/// The layout before the per-connection socket counters: still accepted.
+const STATS_MIN: usize = std::mem::offset_of!(haquic_stats, conn_sockets_opened);
+
+fn stats_size_ok(size: usize) -> bool {
+    (STATS_MIN..=STATS_V1).contains(&size)
+}
 
 fn to_c_stats(s: &Snapshot) -> haquic_stats {
     haquic_stats {
@@ -909,10 +925,10 @@ pub extern "C" fn haquic_stats_init(stats: *mut haquic_stats, struct_size: usize
         if stats.is_null() {
             return haquic_result::HAQUIC_ERR_NULL;
         }
-        if struct_size != STATS_V1 {
+        if !stats_size_ok(struct_size) {
             return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
         }
-        let v = haquic_stats { struct_size: STATS_V1 as u32, ..Default::default() };
+        let v = haquic_stats { struct_size: struct_size as u32, ..Default::default() };
         write_versioned(stats, &v, struct_size);
         haquic_result::HAQUIC_OK
     }
@@ -920,10 +936,12 @@ pub extern "C" fn haquic_stats_init(stats: *mut haquic_stats, struct_size: usize
 
 fn write_stats(out: *mut haquic_stats, s: &Snapshot) -> haquic_result {
     let Some(size) = versioned_size(out as *const haquic_stats) else { return haquic_result::HAQUIC_ERR_NULL };
-    if size != STATS_V1 {
+    if !stats_size_ok(size) {
         return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
     }
-    write_versioned(out, &to_c_stats(s), size);
+    let mut v = to_c_stats(s);
+    v.struct_size = size as u32;
+    write_versioned(out, &v, size);
     haquic_result::HAQUIC_OK
 }
 
