@@ -769,6 +769,72 @@ cleanup:
 	return rc;
 }
 
+/* A body shorter than its content-length is as malformed as a longer one:
+ * the stream is reset when its end is read. */
+static int engine_content_length_short_body(void)
+{
+	struct pair p;
+	haquic_stats st;
+	const haquic_stream *s = NULL;
+	haquic_header h[5] = {
+		{ (const uint8_t *)":method", 7, (const uint8_t *)"POST", 4 },
+		{ (const uint8_t *)":scheme", 7, (const uint8_t *)"https", 5 },
+		{ (const uint8_t *)":authority", 10, (const uint8_t *)"haquic.test", 11 },
+		{ (const uint8_t *)":path", 5, (const uint8_t *)"/echo", 5 },
+		{ (const uint8_t *)"content-length", 14, (const uint8_t *)"100", 3 },
+	};
+	size_t w;
+	int rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	CHECK_RESULT(haquic_conn_send_request(p.conn, h, 5, false, &s), HAQUIC_OK);
+	p.cs[p.ncs++].s = s;
+	CHECK_RESULT(haquic_stream_send(s, (const uint8_t *)"short", 5, true, &w), HAQUIC_OK);
+	s = NULL;
+	CHECK(PAIR_UNTIL(&p, p.cs[0].reset, 5000));
+	CHECK(p.cs[0].reset_code == 0x10e);
+	HAQUIC_STATS_INIT(&st);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.h3_message_errors == 1);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+/* A host built against the earlier, shorter event and stats layouts still
+ * works: the library writes only the fields it knows the caller has. */
+static int engine_older_struct_layouts(void)
+{
+	struct pair p;
+	union { haquic_event ev; unsigned char raw[sizeof(haquic_event) + 8]; } e;
+	union { haquic_stats st; unsigned char raw[sizeof(haquic_stats) + 8]; } s;
+	size_t ev_old = offsetof(haquic_event, fd), st_old = offsetof(haquic_stats, conn_sockets_opened);
+	int got = 0, rc = 1;
+
+	memset(&e, 0xab, sizeof(e));
+	memset(&s, 0xab, sizeof(s));
+	CHECK_RESULT(haquic_event_init(&e.ev, ev_old), HAQUIC_OK);
+	CHECK(e.ev.struct_size == ev_old && e.raw[ev_old] == 0xab);
+	CHECK_RESULT(haquic_event_init(&e.ev, ev_old - 8), HAQUIC_ERR_STRUCT_SIZE);
+	CHECK_RESULT(haquic_event_init(&e.ev, sizeof(haquic_event) + 8), HAQUIC_ERR_STRUCT_SIZE);
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	e.ev.struct_size = ev_old;
+	got = poll_server(&p, &e.ev, HAQUIC_EVENT_CONN_ESTABLISHED, 5000);
+	CHECK(got);
+	CHECK(e.raw[ev_old] == 0xab);  /* nothing written past the old size */
+	CHECK_RESULT(haquic_stats_init(&s.st, st_old), HAQUIC_OK);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &s.st), HAQUIC_OK);
+	CHECK(s.st.handshakes == 1 && s.raw[st_old] == 0xab);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
 /* A closed listener accepts no new connection; existing ones go on. */
 static int engine_listener_close_stops_accepting(void)
 {
@@ -951,6 +1017,8 @@ const struct test_case engine_tests[] = {
 	{ "engine_rebind_with_conn_sockets", engine_rebind_with_conn_sockets },
 	{ "engine_cookies_and_trailers", engine_cookies_and_trailers },
 	{ "engine_content_length_mismatch", engine_content_length_mismatch },
+	{ "engine_content_length_short_body", engine_content_length_short_body },
+	{ "engine_older_struct_layouts", engine_older_struct_layouts },
 	{ "engine_reset_and_stop_sending_reach_server", engine_reset_and_stop_sending_reach_server },
 	{ "engine_dispatch_queue_full", engine_dispatch_queue_full },
 	{ "engine_pop_datagram_buffer_too_small", engine_pop_datagram_buffer_too_small },
