@@ -75,7 +75,8 @@ test: deps
 	  "cargo test::$(MAKE) -s test-rust" \
 	  "C suite (ASan+UBSan)::$(MAKE) -s test-c" \
 	  "exported symbols::$(MAKE) -s check-symbols" \
-	  "C suite (valgrind)::$(MAKE) -s test-c-valgrind"
+	  "C suite (valgrind)::$(MAKE) -s test-c-valgrind" \
+	  "interop (aioquic, pycurl)::$(MAKE) -s test-interop"
 
 # Unit tests, tests/abi.rs (header freshness and the bindgen round-trip).
 test-rust:

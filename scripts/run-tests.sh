@@ -16,10 +16,17 @@ for stage in "$@"; do
 	bash -c "$cmd" 2>&1 | tee "$log"
 	rc=${PIPESTATUS[0]}
 	secs=$(( $(date +%s) - start ))
-	# Sum every summary line of the stage (cargo prints one per test binary).
-	read -r p f < <(grep -E '([0-9]+ passed[;,] [0-9]+ failed)' "$log" |
-		sed -E 's/^(.*[^0-9])?([0-9]+) passed[;,] ([0-9]+) failed.*/\2 \3/' |
-		awk '{p+=$1; f+=$2} END {print p+0, f+0}')
+	# Sum every summary line of the stage: cargo prints one per test binary
+	# ("N passed; M failed"), the C runners "N passed, M failed", pytest
+	# "[M failed, ]N passed in Ts".
+	read -r p f < <(grep -E '^(test result: .*|[0-9]+ failed, )?[0-9]+ passed([;,] [0-9]+ failed| in )' "$log" |
+		awk '{ p = 0; f = 0
+		       for (i = 2; i <= NF; i++) {
+		         if ($i ~ /^passed/) p = $(i-1) + 0
+		         if ($i ~ /^failed/) f = $(i-1) + 0
+		       }
+		       P += p; F += f }
+		     END { print P + 0, F + 0 }')
 	rm -f "$log"
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1 # a stage that failed without counting counts as one failure
