@@ -745,10 +745,17 @@ static int handle_events(struct worker *w)
  * The engine's wake callback: "worker N has work". It may run on any thread,
  * inside a haquic call, so it only pokes that worker's eventfd.
  */
+/* The worker this thread drives, or -1. */
+static _Thread_local int64_t current_worker = -1;
+
 static void wake_worker(void *userdata, uint32_t worker)
 {
 	struct server *srv = userdata;
 
+	/* On the worker's own thread the wake-up comes from a handler, and the
+	 * loop processes again right after the handlers: no syscall needed. */
+	if ((int64_t)worker == current_worker)
+		return;
 	if (worker < srv->nworkers)
 		eventfd_write(srv->workers[worker].efd, 1);
 }
@@ -758,6 +765,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct server *srv = w->srv;
 
+	current_worker = w->id;
 	while (!atomic_load(&srv->stop)) {
 		struct pollfd pfd[2] = { { .fd = w->efd, .events = POLLIN } };
 		int32_t fd = -1;
@@ -778,7 +786,8 @@ static void *worker_main(void *arg)
 			break;
 		}
 		/* clear wake-ups before processing: a later one is then never lost */
-		eventfd_read(w->efd, &junk);
+		if (pfd[0].revents & POLLIN)
+			eventfd_read(w->efd, &junk);
 		haquic_worker_process(srv->engine, w->id);
 		/* what the handlers send is only queued: process again to flush it */
 		for (int round = 0; handle_events(w) > 0; round++) {
