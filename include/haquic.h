@@ -33,6 +33,8 @@
 #define HAQUIC_EVENT_INIT(ev) haquic_event_init((ev), sizeof(*(ev)))
 /* Initialises a versioned haquic_stats. */
 #define HAQUIC_STATS_INIT(s) haquic_stats_init((s), sizeof(*(s)))
+/* Initialises a versioned haquic_conn_stats. */
+#define HAQUIC_CONN_STATS_INIT(s) haquic_conn_stats_init((s), sizeof(*(s)))
 
 
 /**
@@ -427,6 +429,74 @@ typedef struct haquic_header {
    */
   size_t value_len;
 } haquic_header;
+
+/**
+ * Statistics of one connection.
+ *
+ * Versioned: initialise with `HAQUIC_CONN_STATS_INIT(&stats)`.
+ */
+typedef struct haquic_conn_stats {
+  /**
+   * `sizeof(haquic_conn_stats)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * 1 once the handshake completed.
+   */
+  uint32_t established;
+  /**
+   * QUIC packets received.
+   */
+  uint64_t packets_in;
+  /**
+   * QUIC packets sent.
+   */
+  uint64_t packets_out;
+  /**
+   * Bytes received.
+   */
+  uint64_t bytes_in;
+  /**
+   * Bytes sent.
+   */
+  uint64_t bytes_out;
+  /**
+   * Packets declared lost.
+   */
+  uint64_t lost;
+  /**
+   * Packets retransmitted.
+   */
+  uint64_t retransmitted;
+  /**
+   * Smoothed round-trip time of the active path, in microseconds.
+   */
+  uint64_t rtt_us;
+  /**
+   * Congestion window of the active path, in bytes.
+   */
+  uint64_t cwnd;
+  /**
+   * Completed path migrations.
+   */
+  uint64_t migrations;
+  /**
+   * Streams open for the host.
+   */
+  uint64_t open_streams;
+  /**
+   * After close: the error code (transport or application).
+   */
+  uint64_t close_code;
+  /**
+   * After close: 1 for an application (HTTP/3) error code.
+   */
+  uint32_t close_is_app;
+  /**
+   * 1 once closed.
+   */
+  uint32_t closed;
+} haquic_conn_stats;
 
 /**
  * Engine options.
@@ -1056,6 +1126,19 @@ enum haquic_result haquic_stream_reset(const struct haquic_stream *stream, uint6
  * Asks the peer to stop sending (STOP_SENDING) with an HTTP/3 error code.
  */
 enum haquic_result haquic_stream_stop_sending(const struct haquic_stream *stream, uint64_t code);
+
+/**
+ * Fills `stats` with zeros and its size. Use `HAQUIC_CONN_STATS_INIT(&s)`.
+ */
+enum haquic_result haquic_conn_stats_init(struct haquic_conn_stats *stats, size_t struct_size);
+
+/**
+ * Copies a snapshot of the connection's statistics into `*stats`. Any
+ * thread, open or closed connection. The snapshot is refreshed as the owner
+ * processes the connection (at least every 32 passes, and at close).
+ */
+enum haquic_result haquic_conn_get_stats(const struct haquic_conn *conn,
+                                         struct haquic_conn_stats *stats);
 
 /**
  * Fills `opts` with the defaults. Use `HAQUIC_ENGINE_OPTIONS_INIT(&opts)`.

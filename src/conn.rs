@@ -38,6 +38,12 @@ pub struct ConnInfo {
     pub close: Option<(bool, u64, Vec<u8>)>,
     /// Whether the handshake completed.
     pub established: bool,
+    /// Smoothed RTT of the active path.
+    pub rtt: Option<std::time::Duration>,
+    /// Congestion window of the active path, in bytes.
+    pub cwnd: Option<usize>,
+    /// Streams open for the host right now.
+    pub open_streams: usize,
 }
 
 /// The part of a connection any thread may hold (behind `haquic_conn`).
@@ -136,6 +142,8 @@ pub struct Conn {
     /// Honour quiche's pacing times (`SendInfo::at`).
     pub pacing: bool,
     flushes: u32,
+    /// Something a host would query just happened: refresh the snapshot.
+    refresh_due: bool,
 }
 
 fn to_fields(list: &[quiche::h3::Header]) -> Vec<Field> {
@@ -216,6 +224,7 @@ impl Conn {
             migrated: false,
             pacing: true,
             flushes: 0,
+            refresh_due: false,
         }
     }
 
@@ -271,6 +280,7 @@ impl Conn {
         if self.q.is_established() && !self.established_reported {
             self.established_reported = true;
             self.half_open = false;
+            self.refresh_due = true;
             counters.inc(&counters.handshakes);
             self.shared.info.lock().unwrap().established = true;
             events.push_back(self.event(EventKind::Established, None));
@@ -295,6 +305,7 @@ impl Conn {
             if let quiche::PathEvent::PeerMigrated(local, peer) = ev {
                 counters.inc(&counters.migrations);
                 self.migrated = true;
+                self.refresh_due = true;
                 let mut info = self.shared.info.lock().unwrap();
                 info.migrations += 1;
                 info.peer = Some(peer);
@@ -545,17 +556,21 @@ impl Conn {
         self.event(EventKind::Closed { app, code, reason }, None)
     }
 
-    /// Updates the snapshot other threads may read: the addresses once, the
-    /// statistics every 32nd pass (and at close), to keep the hot path light.
+    /// Updates the snapshot other threads may read: every 32nd pass, when the
+    /// handshake completes or the path changes, and at close (keeping the hot
+    /// path light).
     pub fn refresh_info(&mut self) {
         self.flushes = self.flushes.wrapping_add(1);
-        if self.flushes % 32 != 1 {
+        if self.flushes % 32 != 1 && !std::mem::take(&mut self.refresh_due) {
             return;
         }
         let mut info = self.shared.info.lock().unwrap();
         info.stats = Some(self.q.stats());
-        if info.peer.is_none() {
-            if let Some(p) = self.q.path_stats().next() {
+        info.open_streams = self.streams.len();
+        if let Some(p) = self.q.path_stats().next() {
+            info.rtt = Some(p.rtt);
+            info.cwnd = Some(p.cwnd);
+            if info.peer.is_none() {
                 info.peer = Some(p.peer_addr);
                 info.local = Some(p.local_addr);
             }

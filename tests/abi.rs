@@ -41,7 +41,7 @@ mod bindgen_roundtrip {
     #![allow(non_camel_case_types, non_upper_case_globals, dead_code, non_snake_case)]
     use haquic::error::haquic_result;
     use haquic::ffi::config::haquic_limits;
-    use haquic::ffi::conn::haquic_header;
+    use haquic::ffi::conn::{haquic_conn_stats, haquic_header};
     use haquic::ffi::engine::{haquic_engine_options, haquic_event, haquic_event_type, haquic_stats};
     use std::mem::{align_of, offset_of, size_of};
 
@@ -69,6 +69,11 @@ mod bindgen_roundtrip {
     fn structs_match() {
         let checked = [
             same_struct!(haquic_header { name, name_len, value, value_len }),
+            same_struct!(haquic_conn_stats {
+                struct_size, established, packets_in, packets_out, bytes_in, bytes_out, lost,
+                retransmitted, rtt_us, cwnd, migrations, open_streams, close_code, close_is_app,
+                closed,
+            }),
             same_struct!(haquic_engine_options {
                 struct_size, workers, dispatch_queue_capacity, out_queue_capacity,
                 max_connections_per_worker, retry_threshold, stateless_resets_per_second,

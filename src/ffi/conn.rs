@@ -349,3 +349,95 @@ pub extern "C" fn haquic_stream_stop_sending(stream: *const haquic_stream, code:
     }
 }
 
+
+/// Statistics of one connection.
+///
+/// Versioned: initialise with `HAQUIC_CONN_STATS_INIT(&stats)`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct haquic_conn_stats {
+    /// `sizeof(haquic_conn_stats)` as the caller compiled it.
+    pub struct_size: u32,
+    /// 1 once the handshake completed.
+    pub established: u32,
+    /// QUIC packets received.
+    pub packets_in: u64,
+    /// QUIC packets sent.
+    pub packets_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Packets declared lost.
+    pub lost: u64,
+    /// Packets retransmitted.
+    pub retransmitted: u64,
+    /// Smoothed round-trip time of the active path, in microseconds.
+    pub rtt_us: u64,
+    /// Congestion window of the active path, in bytes.
+    pub cwnd: u64,
+    /// Completed path migrations.
+    pub migrations: u64,
+    /// Streams open for the host.
+    pub open_streams: u64,
+    /// After close: the error code (transport or application).
+    pub close_code: u64,
+    /// After close: 1 for an application (HTTP/3) error code.
+    pub close_is_app: u32,
+    /// 1 once closed.
+    pub closed: u32,
+}
+
+const CONN_STATS_V1: usize = std::mem::size_of::<haquic_conn_stats>();
+
+/// Fills `stats` with zeros and its size. Use `HAQUIC_CONN_STATS_INIT(&s)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_conn_stats_init(stats: *mut haquic_conn_stats, struct_size: usize) -> haquic_result {
+    ffi_panic_boundary! {
+        if stats.is_null() {
+            return haquic_result::HAQUIC_ERR_NULL;
+        }
+        if struct_size != CONN_STATS_V1 {
+            return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
+        }
+        let v = haquic_conn_stats { struct_size: CONN_STATS_V1 as u32, ..Default::default() };
+        super::write_versioned(stats, &v, struct_size);
+        haquic_result::HAQUIC_OK
+    }
+}
+
+/// Copies a snapshot of the connection's statistics into `*stats`. Any
+/// thread, open or closed connection. The snapshot is refreshed as the owner
+/// processes the connection (at least every 32 passes, and at close).
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_conn_get_stats(conn: *const haquic_conn, stats: *mut haquic_conn_stats) -> haquic_result {
+    ffi_panic_boundary! {
+        let c = try_ref!(conn);
+        let Some(size) = super::versioned_size(stats as *const haquic_conn_stats) else { return haquic_result::HAQUIC_ERR_NULL };
+        if size != CONN_STATS_V1 {
+            return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
+        }
+        let Ok(info) = c.info.lock().map(|i| i.clone()) else { return haquic_result::HAQUIC_ERR_PANIC };
+        let q = info.stats.unwrap_or_default();
+        let (close_is_app, close_code) = info.close.as_ref().map_or((false, 0), |(a, code, _)| (*a, *code));
+        let v = haquic_conn_stats {
+            struct_size: CONN_STATS_V1 as u32,
+            established: info.established as u32,
+            packets_in: q.recv as u64,
+            packets_out: q.sent as u64,
+            bytes_in: q.recv_bytes,
+            bytes_out: q.sent_bytes,
+            lost: q.lost as u64,
+            retransmitted: q.retrans as u64,
+            rtt_us: info.rtt.map_or(0, |d| d.as_micros() as u64),
+            cwnd: info.cwnd.unwrap_or(0) as u64,
+            migrations: info.migrations,
+            open_streams: info.open_streams as u64,
+            close_code,
+            close_is_app: close_is_app as u32,
+            closed: c.is_closed() as u32,
+        };
+        super::write_versioned(stats, &v, size);
+        haquic_result::HAQUIC_OK
+    }
+}
