@@ -87,6 +87,21 @@ static int engine_handshake(void)
 	/* the server completes its side when the client's Finished arrives */
 	CHECK(PAIR_UNTIL(&p, haquic_engine_stats(p.srv, &st) == HAQUIC_OK && st.handshakes == 1, 5000));
 	CHECK(st.conns_open == 1 && st.packets_in > 0 && st.packets_out > 0);
+	{
+		haquic_conn_stats cs;
+
+		CHECK_RESULT(HAQUIC_CONN_STATS_INIT(&cs), HAQUIC_OK);
+		CHECK_RESULT(haquic_conn_get_stats(NULL, &cs), HAQUIC_ERR_NULL);
+		CHECK_RESULT(haquic_conn_get_stats(p.conn, NULL), HAQUIC_ERR_NULL);
+		CHECK_RESULT(haquic_conn_get_stats(p.conn, &cs), HAQUIC_OK);
+		CHECK(cs.established == 1 && cs.closed == 0);
+		CHECK(cs.packets_in > 0 && cs.packets_out > 0 && cs.bytes_out > 1200);
+		CHECK(cs.rtt_us > 0 && cs.cwnd > 0);
+		CHECK_RESULT(haquic_conn_close(p.conn, 0x10c, NULL, 0), HAQUIC_OK);
+		CHECK(PAIR_UNTIL(&p, haquic_conn_is_closed(p.conn), 5000));
+		CHECK_RESULT(haquic_conn_get_stats(p.conn, &cs), HAQUIC_OK);
+		CHECK(cs.closed == 1 && cs.close_is_app == 1 && cs.close_code == 0x10c);
+	}
 	rc = 0;
 cleanup:
 	pair_free(&p);
@@ -205,6 +220,32 @@ static int engine_retry_forced(void)
 		      (unsigned long long)st.conns_accepted, (unsigned long long)st.drop_bad_token);
 	rc = 0;
 cleanup:
+	pair_free(&p);
+	return rc;
+}
+
+/* Retry starts once a worker has `retry_threshold` handshakes in progress:
+ * the first of two simultaneous clients gets in directly, the second is
+ * asked to prove its address, and both complete. */
+static int engine_retry_over_threshold(void)
+{
+	struct pair p;
+	haquic_engine_options o;
+	haquic_stats st;
+	const haquic_conn *c2 = NULL;
+	int rc = 1;
+
+	CHECK_RESULT(HAQUIC_ENGINE_OPTIONS_INIT(&o), HAQUIC_OK);
+	o.retry_threshold = 1;
+	CHECK(pair_init(&p, 1, &o) == 0);
+	CHECK(pair_connect(&p) == 0);
+	CHECK_RESULT(haquic_worker_connect(p.cli, 0, p.cl, &p.saddr, sizeof(p.saddr), "haquic.test", &c2), HAQUIC_OK);
+	HAQUIC_STATS_INIT(&st);
+	CHECK(PAIR_UNTIL(&p, haquic_engine_stats(p.srv, &st) == HAQUIC_OK && st.handshakes == 2, 5000));
+	CHECK(st.retries_sent >= 1 && st.conns_accepted == 2);
+	rc = 0;
+cleanup:
+	haquic_conn_unref(c2);
 	pair_free(&p);
 	return rc;
 }
@@ -1006,6 +1047,7 @@ const struct test_case engine_tests[] = {
 	{ "engine_1000_streams_one_connection", engine_1000_streams_one_connection },
 	{ "engine_retry_forced", engine_retry_forced },
 	{ "engine_retry_bad_token_dropped", engine_retry_bad_token_dropped },
+	{ "engine_retry_over_threshold", engine_retry_over_threshold },
 	{ "engine_version_negotiation", engine_version_negotiation },
 	{ "engine_stateless_reset", engine_stateless_reset },
 	{ "engine_idle_timeout", engine_idle_timeout },
