@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include "mt.h"
@@ -118,6 +119,23 @@ static void srv_event(struct mt_worker *w, const haquic_event *ev)
 			if (w->pending[i].s && haquic_stream_conn(w->pending[i].s) == ev->conn)
 				srv_release(&w->pending[i]);
 		break;
+	case HAQUIC_EVENT_FD_REGISTER:
+		if (w->nfds < (int)(sizeof(w->fds) / sizeof(w->fds[0]))) {
+			w->fds[w->nfds] = ev->fd;
+			w->gens[w->nfds++] = ev->fd_generation;
+		}
+		break;
+	case HAQUIC_EVENT_FD_RELEASE:
+		/* stop polling it, then confirm: only then does the engine close it */
+		for (int i = 0; i < w->nfds; i++)
+			if (w->fds[i] == ev->fd && w->gens[i] == ev->fd_generation) {
+				w->fds[i] = w->fds[--w->nfds];
+				w->gens[i] = w->gens[w->nfds];
+				break;
+			}
+		if (haquic_worker_fd_released(w->m->srv, w->id, ev->fd, ev->fd_generation) == HAQUIC_OK)
+			w->released++;
+		break;
 	default:
 		break;
 	}
@@ -133,15 +151,24 @@ static void *srv_thread(void *arg)
 
 	HAQUIC_EVENT_INIT(&ev);
 	while (!atomic_load(&m->stop)) {
-		struct pollfd pfd = { w->efd, POLLIN, 0 };
+		struct pollfd pfd[1 + MT_MAX_CONNS + 8];
 		int64_t t = haquic_worker_next_timeout(m->srv, w->id);
 		uint64_t junk;
 		size_t len, peer_len;
+		int n = 1;
 
+		pfd[0] = (struct pollfd){ w->efd, POLLIN, 0 };
+		for (int i = 0; i < w->nfds; i++)
+			pfd[n++] = (struct pollfd){ w->fds[i], POLLIN, 0 };
 		if (t < 0 || t > 10)
 			t = 10;
-		if (poll(&pfd, 1, (int)t) > 0 && read(w->efd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
-			abort();
+		if (poll(pfd, n, (int)t) > 0) {
+			if ((pfd[0].revents & POLLIN) && read(w->efd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
+				abort();
+			for (int i = 1; i < n; i++)
+				if (pfd[i].revents & POLLIN)
+					haquic_worker_fd_ready(m->srv, w->id, pfd[i].fd, w->gens[i - 1]);
+		}
 		if (haquic_worker_process(m->srv, w->id) != HAQUIC_OK)
 			abort();
 		while (haquic_worker_poll(m->srv, w->id, &ev) == HAQUIC_OK)
@@ -185,11 +212,36 @@ static void *replayer(void *arg)
 	return NULL;
 }
 
+static int mt_start_mode(struct mt *m, uint32_t workers, size_t response_size, int rebind, int replay, int sockets);
+
 int mt_start(struct mt *m, uint32_t workers, size_t response_size, int rebind, int replay)
 {
+	return mt_start_mode(m, workers, response_size, rebind, replay, 0);
+}
+
+int mt_start_sockets(struct mt *m, uint32_t workers, size_t response_size, int rebind)
+{
+	return mt_start_mode(m, workers, response_size, rebind, 0, 1);
+}
+
+long mt_released(struct mt *m)
+{
+	long n = 0;
+
+	for (uint32_t i = 0; i < m->nworkers; i++)
+		n += m->w[i].released;
+	return n;
+}
+
+static int mt_start_mode(struct mt *m, uint32_t workers, size_t response_size, int rebind, int replay, int sockets)
+{
 	haquic_engine_options o;
+	size_t alen;
 
 	memset(m, 0, sizeof(*m));
+	m->sockets = sockets;
+	for (int i = 0; i < MT_RELAYS; i++)
+		m->relay_fd[i] = -1;
 	m->nworkers = workers;
 	m->response_size = response_size;
 	m->rebind = rebind;
@@ -197,7 +249,7 @@ int mt_start(struct mt *m, uint32_t workers, size_t response_size, int rebind, i
 	m->src_port = 50000;
 	pthread_mutex_init(&m->ring_lock, NULL);
 	m->saddr.sin_family = m->caddr.sin_family = AF_INET;
-	m->saddr.sin_port = htons(4433);
+	m->saddr.sin_port = htons(sockets ? 0 : 4433);
 	m->caddr.sin_port = htons(m->src_port);
 	inet_pton(AF_INET, "127.0.0.1", &m->saddr.sin_addr);
 	inet_pton(AF_INET, "127.0.0.2", &m->caddr.sin_addr);
@@ -220,9 +272,22 @@ int mt_start(struct mt *m, uint32_t workers, size_t response_size, int rebind, i
 	HAQUIC_ENGINE_OPTIONS_INIT(&o);
 	if (haquic_engine_new(m->ccfg, &o, NULL, NULL, &m->cli) != HAQUIC_OK)
 		return -1;
-	if (haquic_listener_new(m->srv, NULL, &m->saddr, sizeof(m->saddr), HAQUIC_LISTENER_HOST_FED, &m->sl) != HAQUIC_OK ||
+	if (haquic_listener_new(m->srv, NULL, &m->saddr, sizeof(m->saddr),
+	                        sockets ? HAQUIC_LISTENER_CONN_SOCKETS : HAQUIC_LISTENER_HOST_FED, &m->sl) != HAQUIC_OK ||
 	    haquic_listener_new(m->cli, m->scfg, &m->caddr, sizeof(m->caddr), HAQUIC_LISTENER_HOST_FED, &m->cl) != HAQUIC_OK)
 		return -1;
+	if (haquic_listener_address(m->sl, &m->saddr, sizeof(m->saddr), &alen) != HAQUIC_OK)
+		return -1;
+	if (sockets) {
+		struct sockaddr_in any = { .sin_family = AF_INET };
+
+		inet_pton(AF_INET, "127.0.0.1", &any.sin_addr);
+		for (int i = 0; i < MT_RELAYS; i++) {
+			m->relay_fd[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (m->relay_fd[i] < 0 || bind(m->relay_fd[i], (struct sockaddr *)&any, sizeof(any)) < 0)
+				return -1;
+		}
+	}
 	for (uint32_t i = 0; i < workers; i++) {
 		if (pthread_create(&m->w[i].th, NULL, srv_thread, &m->w[i]) != 0)
 			return -1;
@@ -353,6 +418,20 @@ void mt_client_step(struct mt *m)
 		}
 	}
 	haquic_worker_process(m->cli, 0);
+	if (m->sockets) {
+		while (haquic_worker_pop_datagram(m->cli, 0, buf, sizeof(buf), &len, &peer, sizeof(peer), &peer_len) == HAQUIC_OK) {
+			if (m->rebind && (rand() % 16) == 0)
+				m->relay_cur = rand() % MT_RELAYS;
+			sendto(m->relay_fd[m->relay_cur], buf, len, 0, (struct sockaddr *)&m->saddr, sizeof(m->saddr));
+		}
+		for (int i = 0; i < MT_RELAYS; i++) {
+			ssize_t r;
+
+			while ((r = recv(m->relay_fd[i], buf, sizeof(buf), 0)) > 0)
+				haquic_listener_recv(m->cli, m->cl, buf, r, &m->saddr, sizeof(m->saddr));
+		}
+		return;
+	}
 	while (haquic_worker_pop_datagram(m->cli, 0, buf, sizeof(buf), &len, &peer, sizeof(peer), &peer_len) == HAQUIC_OK) {
 		struct sockaddr_in src = m->caddr;
 
@@ -381,6 +460,9 @@ void mt_stop(struct mt *m)
 	}
 	if (m->replayer_started)
 		pthread_join(m->replayer, NULL);
+	for (int i = 0; i < MT_RELAYS; i++)
+		if (m->sockets && m->relay_fd[i] >= 0)
+			close(m->relay_fd[i]);
 	for (int i = 0; i < m->nconns; i++) {
 		for (int k = 0; k < m->conns[i].ns; k++)
 			haquic_stream_unref(m->conns[i].s[k]);

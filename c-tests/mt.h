@@ -40,7 +40,14 @@ struct mt_worker {
 	int started;
 	struct mt_pending pending[MT_PENDING];
 	long dropped;             /* requests refused for lack of a slot */
+	/* sockets mode: fds the engine handed this worker's thread */
+	int fds[MT_MAX_CONNS + 8];
+	uint32_t gens[MT_MAX_CONNS + 8];
+	int nfds;
+	long released;
 };
+
+#define MT_RELAYS 8
 
 struct mt_conn {
 	const haquic_conn *c;
@@ -74,9 +81,19 @@ struct mt {
 	int replayer_started;
 	atomic_long replayed;
 	uint16_t src_port;
+	/* sockets mode: real UDP, per-connection sockets on the server, the
+	 * client host-fed through relay sockets (switching one is a rebinding) */
+	int sockets;
+	int relay_fd[MT_RELAYS];
+	int relay_cur;
 };
 
 int mt_start(struct mt *m, uint32_t workers, size_t response_size, int rebind, int replay);
+/* The same over real UDP on 127.0.0.1, the server with per-connection
+ * sockets; `rebind` switches the client's relay socket now and then. */
+int mt_start_sockets(struct mt *m, uint32_t workers, size_t response_size, int rebind);
+/* Sockets released by the server after the host's confirmation. */
+long mt_released(struct mt *m);
 /* Drives the client once: process, events (counted in m), datagrams out. */
 void mt_client_step(struct mt *m);
 /* Opens a client connection; returns its index or -1. */

@@ -111,7 +111,10 @@ cleanup:
 }
 
 /* Clients change their source port all the time (NAT rebinding) while
- * requests run. Host-fed listener: per-connection sockets do not exist yet. */
+ * requests run, over real UDP, with a per-connection socket for every
+ * connection on the server: each change of path is validated, and the old
+ * connected socket is released in two phases (FD_RELEASE, then the worker
+ * thread's confirmation) while datagrams keep arriving. */
 static int stress_rebind_storm(void)
 {
 	struct mt m;
@@ -119,7 +122,7 @@ static int stress_rebind_storm(void)
 	long long end;
 	int rc = 1;
 
-	CHECK(mt_start(&m, 4, 4000, 1, 0) == 0);
+	CHECK(mt_start_sockets(&m, 4, 4000, 1) == 0);
 	end = mt_now_ms() + stress_seconds() * 1000LL;
 	while (mt_now_ms() < end) {
 		int open = 0;
@@ -143,11 +146,14 @@ static int stress_rebind_storm(void)
 		usleep(100);
 	}
 	stats_of(m.srv, &st);
-	fprintf(stderr, "    rebind storm: %lld s, %ld responses, %llu migrations, %llu handshakes\n",
+	fprintf(stderr, "    rebind storm: %lld s, %ld responses, %llu migrations, %llu handshakes, "
+	        "%llu per-connection sockets, %llu released, %llu stale fd notifications\n",
 	        (long long)stress_seconds(), m.responses, (unsigned long long)st.migrations,
-	        (unsigned long long)st.handshakes);
+	        (unsigned long long)st.handshakes, (unsigned long long)st.conn_sockets_opened,
+	        (unsigned long long)st.fds_released, (unsigned long long)st.stale_fd_notifications);
 	CHECK(m.responses > 10);
 	CHECK(st.migrations > 0);
+	CHECK(st.conn_sockets_opened > 0 && st.fds_released > 0);
 	CHECK(st.wrong_thread_calls == 0);
 	rc = 0;
 cleanup:
