@@ -778,6 +778,14 @@ typedef struct haquic_stats {
    * Sockets closed after the host confirmed their release.
    */
   uint64_t fds_released;
+  /**
+   * Sends that carried several datagrams with GSO (UDP_SEGMENT).
+   */
+  uint64_t gso_sends;
+  /**
+   * Receives that returned several coalesced datagrams (UDP_GRO).
+   */
+  uint64_t gro_batches;
 } haquic_stats;
 
 /**
@@ -1408,6 +1416,14 @@ enum haquic_result haquic_test_raw_stream_abort(const struct haquic_conn *conn,
                                                 uint64_t stream_id,
                                                 bool stop,
                                                 uint64_t code);
+#endif
+
+#if defined(HAQUIC_TEST_HOOKS)
+/**
+ * Turns GSO off for the rest of the process, as on a kernel that refuses
+ * UDP_SEGMENT: datagrams are then sent one by one.
+ */
+void haquic_test_disable_gso(void);
 #endif
 
 /**

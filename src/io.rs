@@ -8,9 +8,29 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 static GENERATION: AtomicU32 = AtomicU32::new(1);
+
+/// `UDP_SEGMENT` and `UDP_GRO` from linux/udp.h (not in the libc crate for
+/// glibc targets).
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+
+/// Whether sends may use GSO; cleared the first time the kernel refuses it,
+/// after which datagrams go one by one.
+static GSO_ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns GSO off for this process (a kernel that refuses it, or a test of the
+/// fallback).
+pub fn disable_gso() {
+    GSO_ENABLED.store(false, Ordering::Relaxed);
+}
+
+/// Whether GSO is in use.
+pub fn gso_enabled() -> bool {
+    GSO_ENABLED.load(Ordering::Relaxed)
+}
 
 /// A non-blocking UDP socket with a generation number, so that a readiness
 /// notification for an fd number the kernel has since reused is detected.
@@ -62,7 +82,113 @@ impl UdpSocket {
         let (storage, len) = sockaddr_from(&addr);
         // SAFETY: `storage` holds a sockaddr of `len` bytes for this family.
         cvt(unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) })?;
+        // GRO: let the kernel hand us coalesced datagrams with their segment
+        // size. A kernel without it simply delivers them one by one.
+        // SAFETY: valid fd, pointer to a c_int of the given size.
+        let _ = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_UDP,
+                UDP_GRO,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         Ok(UdpSocket { sock, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// Sends `buf` as datagrams of `seg` bytes (the last may be shorter) to
+    /// `to`, or to the connected peer when `to` is None: one sendmsg with
+    /// UDP_SEGMENT (GSO) when the kernel allows it, one send per datagram
+    /// otherwise. Returns whether GSO carried it.
+    pub fn send_segments(&self, buf: &[u8], seg: usize, to: Option<SocketAddr>) -> io::Result<bool> {
+        if buf.len() > seg && seg > 0 && gso_enabled() {
+            match self.sendmsg_gso(buf, seg, to) {
+                Ok(()) => return Ok(true),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)) => {
+                    log::info!("UDP GSO refused by the kernel ({e}); sending datagrams one by one");
+                    disable_gso();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for chunk in buf.chunks(seg.max(1)) {
+            match to {
+                Some(a) => self.sock.send_to(chunk, a)?,
+                None => self.sock.send(chunk)?,
+            };
+        }
+        Ok(false)
+    }
+
+    fn sendmsg_gso(&self, buf: &[u8], seg: usize, to: Option<SocketAddr>) -> io::Result<()> {
+        let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let (mut name, name_len) = match to {
+            Some(a) => sockaddr_from(&a),
+            // SAFETY: plain data; all-zero is valid and unused with len 0.
+            None => (unsafe { std::mem::zeroed() }, 0),
+        };
+        // Room for one cmsg carrying a u16, 8-byte aligned.
+        let mut control = [0u64; 4];
+        // SAFETY: msghdr is plain data; every pointer set below outlives the
+        // sendmsg call, and the control buffer is large and aligned enough
+        // for CMSG_SPACE(2).
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = if name_len > 0 { &mut name as *mut _ as *mut libc::c_void } else { std::ptr::null_mut() };
+            msg.msg_namelen = name_len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, seg as u16);
+            cvt(libc::sendmsg(self.sock.as_raw_fd(), &msg, 0) as libc::c_int)?;
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram, or a GRO batch of several: returns the bytes,
+    /// the sender, and the segment size (the whole length when not
+    /// coalesced). `WouldBlock` when there is nothing.
+    pub fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: plain data; all-zero is a valid value.
+        let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut control = [0u64; 8];
+        // SAFETY: the msghdr points at live local buffers of the sizes given;
+        // cmsgs are read only within msg_controllen as the kernel set it.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = std::mem::size_of_val(&control);
+            let n = libc::recvmsg(self.sock.as_raw_fd(), &mut msg, 0);
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            let mut seg = n;
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                    let s = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::c_int);
+                    if s > 0 {
+                        seg = s as usize;
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+            let name_bytes = std::slice::from_raw_parts(&name as *const _ as *const u8, msg.msg_namelen as usize);
+            let peer = sockaddr_to(name_bytes).unwrap_or_else(unspecified);
+            Ok((n, peer, seg))
+        }
     }
 
     /// A per-connection socket: bound to the listener's address (sharing its
@@ -182,6 +308,31 @@ mod tests {
             assert_eq!(sockaddr_to(&sockaddr_bytes(&a)), Some(a));
         }
         assert_eq!(sockaddr_to(&[0u8; 3]), None);
+    }
+
+    #[test]
+    fn gso_send_and_gro_receive_roundtrip() {
+        let a = UdpSocket::bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = UdpSocket::bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = b.local_addr().unwrap();
+        let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        a.send_segments(&data, 1200, Some(to)).unwrap();
+        // Three datagrams of 1200, 1200 and 600 bytes, whether they arrive
+        // coalesced (GRO) or one by one.
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65535];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while got.len() < data.len() && std::time::Instant::now() < deadline {
+            match b.recv_segments(&mut buf) {
+                Ok((n, from, seg)) => {
+                    assert_eq!(from, a.local_addr().unwrap());
+                    assert!(seg == 1200 || seg == 600 || seg == n, "segment size {seg} for {n} bytes");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(got, data);
     }
 
     #[test]

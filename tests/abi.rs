@@ -92,7 +92,7 @@ mod bindgen_roundtrip {
                 drop_not_accepting, drop_invalid, resets_sent, resets_rate_limited,
                 retries_sent, version_negotiations, migrations, stale_fd_notifications,
                 stale_handle_calls, wrong_thread_calls, send_errors, conn_sockets_opened,
-                conn_socket_fallbacks, fds_released,
+                conn_socket_fallbacks, fds_released, gso_sends, gro_batches,
             }),
             same_struct!(haquic_limits {
             struct_size,
@@ -109,9 +109,9 @@ mod bindgen_roundtrip {
         }),
         ];
         assert_eq!(
-            offset_of!(haquic_stats, fds_released) + 8,
+            offset_of!(haquic_stats, gro_batches) + 8,
             size_of::<haquic_stats>(),
-            "haquic_stats has fields after fds_released that this test does not check"
+            "haquic_stats has fields after gro_batches that this test does not check"
         );
         assert_eq!(
             (offset_of!(haquic_event, fd_generation) + 4).next_multiple_of(align_of::<haquic_event>()),

@@ -104,6 +104,10 @@ counters! {
     conn_socket_fallbacks,
     /// Sockets closed after the host confirmed their release.
     fds_released,
+    /// Sends that carried several datagrams with GSO (UDP_SEGMENT).
+    gso_sends,
+    /// Receives that returned several coalesced datagrams (UDP_GRO).
+    gro_batches,
 }
 
 impl Counters {

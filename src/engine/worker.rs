@@ -84,6 +84,20 @@ impl Ord for Paced {
     }
 }
 
+/// Packets of one connection, same size, same path, sent together with GSO.
+struct Batch {
+    data: Vec<u8>,
+    seg: usize,
+    count: usize,
+    to: SocketAddr,
+    from: SocketAddr,
+    /// A shorter packet ended the batch (GSO allows it only last).
+    sealed: bool,
+}
+
+/// Datagrams one GSO send carries at most (the kernel's limit is 64).
+const MAX_GSO_SEGMENTS: usize = 64;
+
 /// Datagrams a worker holds for pacing, at most.
 const MAX_PACED: usize = 16_384;
 /// Pacing granularity: a datagram due within this is sent at once (hosts
@@ -315,6 +329,32 @@ impl Ctx<'_> {
         &self.worker.counters
     }
 
+    /// Sends a batch of same-size packets with one GSO send (or one by one
+    /// where the kernel refuses GSO), through the connection's own socket
+    /// when it is connected to the destination.
+    fn emit_batch(&self, st: &mut WorkerState, listener: &Listener, conn_fd: Option<i32>, b: &Batch) {
+        if b.count == 1 {
+            return self.emit_via(st, listener, conn_fd, &b.data, b.to, b.from);
+        }
+        let c = self.counters();
+        let own = conn_fd.and_then(|fd| st.conn_socks.get(&fd)).filter(|cs| !cs.releasing && cs.sock.peer_addr() == Some(b.to));
+        let r = match (own, listener.socket(self.worker.id)) {
+            (Some(cs), _) => cs.sock.send_segments(&b.data, b.seg, None),
+            (None, Some(sock)) => sock.send_segments(&b.data, b.seg, Some(b.to)),
+            (None, None) => return,
+        };
+        match r {
+            Ok(gso) => {
+                if gso {
+                    c.inc(&c.gso_sends);
+                }
+                c.add(&c.packets_out, b.count as u64);
+                c.add(&c.bytes_out, b.data.len() as u64);
+            }
+            Err(_) => c.inc(&c.send_errors),
+        }
+    }
+
     /// Sends (socket mode) or queues (host-fed) one datagram; through the
     /// connection's own socket when it has one connected to `to`.
     fn emit(&self, st: &mut WorkerState, listener: &Listener, data: &[u8], to: SocketAddr, from: SocketAddr) {
@@ -413,7 +453,7 @@ impl Ctx<'_> {
         for fd in ready {
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
                 let Some(cs) = st.conn_socks.get_mut(&fd) else { break };
-                let (n, peer) = match cs.sock.recv_from(&mut buf) {
+                let (n, peer, seg) = match cs.sock.recv_segments(&mut buf) {
                     Ok(v) => v,
                     Err(_) => {
                         cs.ready = false;
@@ -423,10 +463,21 @@ impl Ctx<'_> {
                 let lid = cs.listener;
                 let local = cs.sock.local_addr().unwrap_or(crate::io::unspecified());
                 let Some(l) = listeners.iter().find(|l| l.id == lid) else { break };
-                self.route_local(st, l, &mut buf[..n], peer, local);
+                self.route_segments(st, l, &mut buf[..n], seg, peer, local);
             }
         }
         st.rbuf = buf;
+    }
+
+    /// What one receive returned: a datagram, or a GRO batch of datagrams of
+    /// `seg` bytes each (the last may be shorter).
+    fn route_segments(&self, st: &mut WorkerState, l: &Shared<Listener>, data: &mut [u8], seg: usize, peer: SocketAddr, local: SocketAddr) {
+        if seg > 0 && data.len() > seg {
+            self.counters().inc(&self.counters().gro_batches);
+        }
+        for chunk in data.chunks_mut(seg.max(1)) {
+            self.route_local(st, l, chunk, peer, local);
+        }
     }
 
     /// A datagram read on this worker: handled here if it owns the ID (in
@@ -455,11 +506,11 @@ impl Ctx<'_> {
             }
             let local = l.local;
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
-                let (n, peer) = match sock.recv_from(&mut buf) {
+                let (n, peer, seg) = match sock.recv_segments(&mut buf) {
                     Ok(v) => v,
                     Err(_) => break,
                 };
-                self.route_local(st, l, &mut buf[..n], peer, local);
+                self.route_segments(st, l, &mut buf[..n], seg, peer, local);
             }
         }
         st.rbuf = buf;
@@ -727,6 +778,10 @@ impl Ctx<'_> {
                     conn.scids.retain(|c| c.as_slice() != retired.as_ref());
                 }
             }
+            // Engine-owned sockets: consecutive packets of the same size to
+            // the same destination leave in one GSO send.
+            let gso = matches!(conn.listener.mode, Mode::Sockets(_));
+            let mut batch: Option<Batch> = None;
             loop {
                 let (n, info) = match conn.q.send(&mut out) {
                     Ok(v) => v,
@@ -745,7 +800,24 @@ impl Ctx<'_> {
                     st.paced.push(Paced { at: info.at, seq, listener: l, conn_fd: conn.sock_fd, data, to: info.to, from: info.from });
                     continue;
                 }
-                self.emit_via(st, &conn.listener, conn.sock_fd, &out[..n], info.to, info.from);
+                if !gso {
+                    self.emit_via(st, &conn.listener, conn.sock_fd, &out[..n], info.to, info.from);
+                    continue;
+                }
+                if let Some(b) = batch.as_mut() {
+                    if !b.sealed && b.to == info.to && b.from == info.from && n <= b.seg && b.count < MAX_GSO_SEGMENTS {
+                        b.data.extend_from_slice(&out[..n]);
+                        b.count += 1;
+                        b.sealed = n < b.seg;
+                        continue;
+                    }
+                    let full = batch.take().unwrap();
+                    self.emit_batch(st, &conn.listener, conn.sock_fd, &full);
+                }
+                batch = Some(Batch { data: out[..n].to_vec(), seg: n, count: 1, to: info.to, from: info.from, sealed: false });
+            }
+            if let Some(b) = batch.take() {
+                self.emit_batch(st, &conn.listener, conn.sock_fd, &b);
             }
             if conn.migrated {
                 // The peer's address changed: the connected socket points at

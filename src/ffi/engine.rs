@@ -866,6 +866,10 @@ pub struct haquic_stats {
     pub conn_socket_fallbacks: u64,
     /// Sockets closed after the host confirmed their release.
     pub fds_released: u64,
+    /// Sends that carried several datagrams with GSO (UDP_SEGMENT).
+    pub gso_sends: u64,
+    /// Receives that returned several coalesced datagrams (UDP_GRO).
+    pub gro_batches: u64,
 }
 
 const STATS_V1: usize = std::mem::size_of::<haquic_stats>();
@@ -915,6 +919,8 @@ fn to_c_stats(s: &Snapshot) -> haquic_stats {
         conn_sockets_opened: s.conn_sockets_opened,
         conn_socket_fallbacks: s.conn_socket_fallbacks,
         fds_released: s.fds_released,
+        gso_sends: s.gso_sends,
+        gro_batches: s.gro_batches,
     }
 }
 

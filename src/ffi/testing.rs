@@ -51,3 +51,12 @@ pub extern "C" fn haquic_test_raw_stream_abort(
         }))
     }
 }
+
+/// Turns GSO off for the rest of the process, as on a kernel that refuses
+/// UDP_SEGMENT: datagrams are then sent one by one.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_test_disable_gso() {
+    ffi_panic_boundary! {
+        crate::io::disable_gso()
+    }
+}
