@@ -334,6 +334,12 @@ impl Config {
         }
     }
 
+    /// The limits and the pacing switch, without copying the rest (read for
+    /// every new connection).
+    pub fn limits_and_pacing(&self) -> (Limits, bool) {
+        self.lock_state().map(|s| (s.limits, s.pacing)).unwrap_or((Limits::default(), true))
+    }
+
     /// A copy of the current settings.
     pub fn snapshot(&self) -> Result<ConfigState> {
         self.lock_state().map(|g| g.clone())
