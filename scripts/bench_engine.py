@@ -176,11 +176,13 @@ def measure(server, requests, handshakes, big_sha):
 
 
 def svg_chart(results, path):
-    """Grouped bars: CPU us/request and CPU us/handshake (lower is better)."""
-    metrics = [("us_per_req", "CPU µs / request"), ("us_per_hs", "CPU µs / handshake")]
+    """Grouped bars: server CPU per request, per handshake and per MB
+    (lower is better), one panel each, scaled per panel."""
+    metrics = [("us_per_req", "CPU µs / request"), ("us_per_hs", "CPU µs / handshake"),
+               ("us_per_mb", "CPU µs / MB")]
     names = list(results)
     colors = ["#1f77b4", "#ff7f0e"]
-    w, h, top, left = 640, 300, 40, 60
+    w, h, top, left = 760, 300, 40, 20
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
              f'<text x="{w/2}" y="20" text-anchor="middle" font-size="14">Server CPU per unit of work (lower is better)</text>']
     panel = (w - left) / len(metrics)
