@@ -32,6 +32,8 @@ TEST_FEATURES := test-hooks,abi-check
 TEST_A       := target/debug/libhaquic.a
 NATIVE_LIBS  := -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 FIXTURES     := $(BUILD)/c-tests/fixtures
+STAGE_RELEASE := $(BUILD)/lib/release
+STAGE_TEST    := $(BUILD)/lib/test
 
 C_WARN      := -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
 C_SANITIZE  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -40,7 +42,7 @@ C_TEST_SRCS := c-tests/runner.c c-tests/common.c c-tests/pair.c c-tests/test_con
 C_TEST_HDRS := c-tests/common.h c-tests/pair.h c-tests/mt.h include/haquic.h
 RUST_SRCS   := $(shell find src -name '*.rs') build.rs Cargo.toml cbindgen.toml haquic.map
 
-.PHONY: all deps lib header check-header test test-rust test-c test-c-valgrind stress \
+.PHONY: all deps lib header check-header check-install test test-rust test-c test-c-valgrind stress \
 	check-symbols install uninstall clean run help
 
 all: lib $(BUILD)/haquic.pc
@@ -75,6 +77,7 @@ test: deps
 	  "cargo test::$(MAKE) -s test-rust" \
 	  "C suite (ASan+UBSan)::$(MAKE) -s test-c" \
 	  "exported symbols::$(MAKE) -s check-symbols" \
+	  "install layout::$(MAKE) -s check-install" \
 	  "C suite (valgrind)::$(MAKE) -s test-c-valgrind" \
 	  "interop (aioquic, pycurl)::$(MAKE) -s test-interop"
 
@@ -90,9 +93,8 @@ $(FIXTURES)/.complete: c-tests/make-fixtures.sh
 	sh c-tests/make-fixtures.sh $(FIXTURES)
 
 # Each library is staged as it installs (real file, SONAME link, development
-# link), so that programs link and load it by its SONAME.
-STAGE_RELEASE := $(BUILD)/lib/release
-STAGE_TEST    := $(BUILD)/lib/test
+# link), so that programs link and load it by its SONAME. (STAGE_RELEASE and
+# STAGE_TEST are defined at the top: rules above use them.)
 
 # link-so ARCHIVE OUTPUT: pulls every haquic_* function out of the archive and
 # links them into a shared library with our SONAME and version script.
@@ -149,6 +151,10 @@ test-c-valgrind: $(BUILD)/c-tests/runner-plain $(FIXTURES)/.complete
 	HAQUIC_STRESS_SECONDS=6 valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --show-leak-kinds=definite --suppressions=c-tests/valgrind.supp \
 	  $< -f $(FIXTURES)
+
+# Installs into a scratch DESTDIR and checks what a packager relies on.
+check-install: all
+	sh scripts/check-install.sh "$(MAKE)" $(SONAME) $(REALLIB)
 
 check-symbols: $(STAGE_RELEASE)/$(SONAME)
 	sh scripts/check-symbols.sh $(STAGE_RELEASE)/$(REALLIB)
