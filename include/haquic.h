@@ -496,6 +496,14 @@ typedef struct haquic_conn_stats {
    * 1 once closed.
    */
   uint32_t closed;
+  /**
+   * 1 when the handshake resumed an earlier TLS session.
+   */
+  uint32_t resumed;
+  /**
+   * Reserved.
+   */
+  uint32_t reserved;
 } haquic_conn_stats;
 
 /**
@@ -786,6 +794,10 @@ typedef struct haquic_stats {
    * Receives that returned several coalesced datagrams (UDP_GRO).
    */
   uint64_t gro_batches;
+  /**
+   * Connections that accepted 0-RTT data.
+   */
+  uint64_t zero_rtt_accepted;
 } haquic_stats;
 
 /**
@@ -1149,6 +1161,18 @@ enum haquic_result haquic_conn_get_stats(const struct haquic_conn *conn,
                                          struct haquic_conn_stats *stats);
 
 /**
+ * Client role: copies the connection's latest TLS session (for
+ * `haquic_worker_connect_with_session` later) into `buf`, its length into
+ * `*len`. Sessions arrive shortly after the handshake; before that, or on a
+ * server connection, returns `HAQUIC_ERR_WOULD_BLOCK`.
+ * `HAQUIC_ERR_BUFFER_TOO_SMALL` writes nothing. Any thread.
+ */
+enum haquic_result haquic_conn_get_session(const struct haquic_conn *conn,
+                                           uint8_t *buf,
+                                           size_t buf_cap,
+                                           size_t *len);
+
+/**
  * Fills `opts` with the defaults. Use `HAQUIC_ENGINE_OPTIONS_INIT(&opts)`.
  */
 enum haquic_result haquic_engine_options_init(struct haquic_engine_options *opts,
@@ -1336,6 +1360,26 @@ enum haquic_result haquic_worker_connect(const struct haquic_engine *engine,
                                          size_t peer_len,
                                          const char *server_name,
                                          const struct haquic_conn **out);
+
+/**
+ * Like `haquic_worker_connect`, resuming the TLS session `session`
+ * (`session_len` bytes from `haquic_conn_get_session` on an earlier
+ * connection to the same server; NULL and 0 for none). When both sides
+ * enable early data (`haquic_config_set_early_data`), requests can be sent
+ * at once, as 0-RTT, before `HAQUIC_EVENT_CONN_ESTABLISHED`.
+ *
+ * A session the TLS library cannot parse gives
+ * `HAQUIC_ERR_INVALID_ARGUMENT`.
+ */
+enum haquic_result haquic_worker_connect_with_session(const struct haquic_engine *engine,
+                                                      uint32_t worker,
+                                                      const struct haquic_listener *listener,
+                                                      const void *peer,
+                                                      size_t peer_len,
+                                                      const char *server_name,
+                                                      const uint8_t *session,
+                                                      size_t session_len,
+                                                      const struct haquic_conn **out);
 
 /**
  * The host reports that `fd` (with the generation from its

@@ -44,6 +44,10 @@ pub struct ConnInfo {
     pub cwnd: Option<usize>,
     /// Streams open for the host right now.
     pub open_streams: usize,
+    /// Client role: the latest TLS session, for resuming (and 0-RTT) later.
+    pub session: Option<Vec<u8>>,
+    /// The handshake resumed an earlier session.
+    pub resumed: bool,
 }
 
 /// The part of a connection any thread may hold (behind `haquic_conn`).
@@ -144,6 +148,8 @@ pub struct Conn {
     flushes: u32,
     /// Something a host would query just happened: refresh the snapshot.
     refresh_due: bool,
+    /// Server role: 0-RTT data was accepted on this connection (counted once).
+    early_data_counted: bool,
 }
 
 fn to_fields(list: &[quiche::h3::Header]) -> Vec<Field> {
@@ -225,6 +231,7 @@ impl Conn {
             pacing: true,
             flushes: 0,
             refresh_due: false,
+            early_data_counted: false,
         }
     }
 
@@ -277,12 +284,29 @@ impl Conn {
                 }
             }
         }
+        if self.shared.is_server && !self.early_data_counted && self.q.is_in_early_data() {
+            self.early_data_counted = true;
+            counters.inc(&counters.zero_rtt_accepted);
+        }
+        if !self.shared.is_server {
+            // Session tickets arrive after the handshake: keep the latest.
+            if let Some(sess) = self.q.session() {
+                let mut info = self.shared.info.lock().unwrap();
+                if info.session.as_deref() != Some(sess) {
+                    info.session = Some(sess.to_vec());
+                }
+            }
+        }
         if self.q.is_established() && !self.established_reported {
             self.established_reported = true;
             self.half_open = false;
             self.refresh_due = true;
             counters.inc(&counters.handshakes);
-            self.shared.info.lock().unwrap().established = true;
+            {
+                let mut info = self.shared.info.lock().unwrap();
+                info.established = true;
+                info.resumed = self.q.is_resumed();
+            }
             events.push_back(self.event(EventKind::Established, None));
         }
         self.poll_h3(events, counters);

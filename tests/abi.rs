@@ -72,7 +72,7 @@ mod bindgen_roundtrip {
             same_struct!(haquic_conn_stats {
                 struct_size, established, packets_in, packets_out, bytes_in, bytes_out, lost,
                 retransmitted, rtt_us, cwnd, migrations, open_streams, close_code, close_is_app,
-                closed,
+                closed, resumed, reserved,
             }),
             same_struct!(haquic_engine_options {
                 struct_size, workers, dispatch_queue_capacity, out_queue_capacity,
@@ -92,7 +92,7 @@ mod bindgen_roundtrip {
                 drop_not_accepting, drop_invalid, resets_sent, resets_rate_limited,
                 retries_sent, version_negotiations, migrations, stale_fd_notifications,
                 stale_handle_calls, wrong_thread_calls, send_errors, conn_sockets_opened,
-                conn_socket_fallbacks, fds_released, gso_sends, gro_batches,
+                conn_socket_fallbacks, fds_released, gso_sends, gro_batches, zero_rtt_accepted,
             }),
             same_struct!(haquic_limits {
             struct_size,
@@ -109,9 +109,9 @@ mod bindgen_roundtrip {
         }),
         ];
         assert_eq!(
-            offset_of!(haquic_stats, gro_batches) + 8,
+            offset_of!(haquic_stats, zero_rtt_accepted) + 8,
             size_of::<haquic_stats>(),
-            "haquic_stats has fields after gro_batches that this test does not check"
+            "haquic_stats has fields after zero_rtt_accepted that this test does not check"
         );
         assert_eq!(
             (offset_of!(haquic_event, fd_generation) + 4).next_multiple_of(align_of::<haquic_event>()),

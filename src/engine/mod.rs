@@ -270,8 +270,15 @@ impl EngineInner {
     }
 
     /// Client role: connects from worker `w` through `listener`.
-    pub fn connect(&self, w: usize, listener: Shared<Listener>, peer: SocketAddr, sni: Option<&str>) -> Result<Shared<ConnShared>> {
-        self.with_worker(w, |st, ctx| ctx.connect(st, listener, peer, sni))
+    pub fn connect(
+        &self,
+        w: usize,
+        listener: Shared<Listener>,
+        peer: SocketAddr,
+        sni: Option<&str>,
+        session: Option<&[u8]>,
+    ) -> Result<Shared<ConnShared>> {
+        self.with_worker(w, |st, ctx| ctx.connect(st, listener, peer, sni, session))
     }
 
     /// Starts a graceful shutdown of every connection: GOAWAY, in-flight

@@ -108,6 +108,8 @@ counters! {
     gso_sends,
     /// Receives that returned several coalesced datagrams (UDP_GRO).
     gro_batches,
+    /// Connections that accepted 0-RTT data.
+    zero_rtt_accepted,
 }
 
 impl Counters {

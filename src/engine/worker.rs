@@ -723,6 +723,7 @@ impl Ctx<'_> {
         listener: Shared<Listener>,
         peer: SocketAddr,
         server_name: Option<&str>,
+        session: Option<&[u8]>,
     ) -> Result<Shared<crate::conn::ConnShared>> {
         if st.client_cfg.is_none() {
             st.client_cfg = Some(self.engine.config.to_quiche_client()?);
@@ -735,8 +736,13 @@ impl Ctx<'_> {
         };
         let cfg = st.client_cfg.as_mut().unwrap();
         cfg.set_stateless_reset_token(Some(self.engine.keys.reset_token(&scid_bytes)));
-        let q = quiche::connect(server_name, &scid, local, peer, cfg)
+        let mut q = quiche::connect(server_name, &scid, local, peer, cfg)
             .map_err(|e| Error::new(haquic_result::HAQUIC_ERR_PROTOCOL, format!("connect: {e}")))?;
+        if let Some(sess) = session {
+            q.set_session(sess).map_err(|e| {
+                Error::new(haquic_result::HAQUIC_ERR_INVALID_ARGUMENT, format!("TLS session rejected: {e}"))
+            })?;
+        }
         let id = self.engine.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let (limits, pacing) = self.engine.config.limits_and_pacing();
         let mut conn = Conn::new(id, self.worker.id, q, listener, self.engine_weak.clone(), limits.max_field_section_size);
@@ -750,6 +756,12 @@ impl Ctx<'_> {
         st.register_cid(scid_bytes.to_vec(), id);
         st.dirty.insert(id);
         self.flush(st);
+        if session.is_some() {
+            // The ClientHello has left, so early data is possible now: this
+            // pass sets up HTTP/3 and requests can go out as 0-RTT.
+            st.dirty.insert(id);
+            self.flush(st);
+        }
         Ok(shared)
     }
 

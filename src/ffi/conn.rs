@@ -386,6 +386,10 @@ pub struct haquic_conn_stats {
     pub close_is_app: u32,
     /// 1 once closed.
     pub closed: u32,
+    /// 1 when the handshake resumed an earlier TLS session.
+    pub resumed: u32,
+    /// Reserved.
+    pub reserved: u32,
 }
 
 const CONN_STATS_V1: usize = std::mem::size_of::<haquic_conn_stats>();
@@ -436,8 +440,34 @@ pub extern "C" fn haquic_conn_get_stats(conn: *const haquic_conn, stats: *mut ha
             close_code,
             close_is_app: close_is_app as u32,
             closed: c.is_closed() as u32,
+            resumed: info.resumed as u32,
+            reserved: 0,
         };
         super::write_versioned(stats, &v, size);
         haquic_result::HAQUIC_OK
+    }
+}
+
+/// Client role: copies the connection's latest TLS session (for
+/// `haquic_worker_connect_with_session` later) into `buf`, its length into
+/// `*len`. Sessions arrive shortly after the handshake; before that, or on a
+/// server connection, returns `HAQUIC_ERR_WOULD_BLOCK`.
+/// `HAQUIC_ERR_BUFFER_TOO_SMALL` writes nothing. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_conn_get_session(
+    conn: *const haquic_conn,
+    buf: *mut u8,
+    buf_cap: usize,
+    len: *mut usize,
+) -> haquic_result {
+    ffi_panic_boundary! {
+        let c = try_ref!(conn);
+        let Some(buf) = super::borrow_out_slice(buf, buf_cap) else { return haquic_result::HAQUIC_ERR_NULL };
+        let len = try_out!(len);
+        match c.info.lock().map(|i| i.session.clone()) {
+            Ok(Some(sess)) => super::copy_out(&sess, buf, len),
+            Ok(None) => haquic_result::HAQUIC_ERR_WOULD_BLOCK,
+            Err(_) => haquic_result::HAQUIC_ERR_PANIC,
+        }
     }
 }

@@ -738,6 +738,29 @@ pub extern "C" fn haquic_worker_connect(
     server_name: *const c_char,
     out: *mut *const haquic_conn,
 ) -> haquic_result {
+    haquic_worker_connect_with_session(engine, worker, listener, peer, peer_len, server_name, std::ptr::null(), 0, out)
+}
+
+/// Like `haquic_worker_connect`, resuming the TLS session `session`
+/// (`session_len` bytes from `haquic_conn_get_session` on an earlier
+/// connection to the same server; NULL and 0 for none). When both sides
+/// enable early data (`haquic_config_set_early_data`), requests can be sent
+/// at once, as 0-RTT, before `HAQUIC_EVENT_CONN_ESTABLISHED`.
+///
+/// A session the TLS library cannot parse gives
+/// `HAQUIC_ERR_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_worker_connect_with_session(
+    engine: *const haquic_engine,
+    worker: u32,
+    listener: *const haquic_listener,
+    peer: *const c_void,
+    peer_len: usize,
+    server_name: *const c_char,
+    session: *const u8,
+    session_len: usize,
+    out: *mut *const haquic_conn,
+) -> haquic_result {
     ffi_panic_boundary! {
         let e = try_ref!(engine);
         let out = try_out!(out);
@@ -750,7 +773,10 @@ pub extern "C" fn haquic_worker_connect(
             Some(Ok(s)) => Some(s),
             Some(Err(_)) => return haquic_result::HAQUIC_ERR_NOT_UTF8,
         };
-        match e.connect(w, l, peer, sni) {
+        let session = if session_len == 0 { None } else {
+            match super::borrow_slice(session, session_len) { Some(s) => Some(s), None => return haquic_result::HAQUIC_ERR_NULL }
+        };
+        match e.connect(w, l, peer, sni, session) {
             Ok(c) => {
                 *out = into_handle::<haquic_conn>(c);
                 haquic_result::HAQUIC_OK
@@ -870,6 +896,8 @@ pub struct haquic_stats {
     pub gso_sends: u64,
     /// Receives that returned several coalesced datagrams (UDP_GRO).
     pub gro_batches: u64,
+    /// Connections that accepted 0-RTT data.
+    pub zero_rtt_accepted: u64,
 }
 
 const STATS_V1: usize = std::mem::size_of::<haquic_stats>();
@@ -921,6 +949,7 @@ fn to_c_stats(s: &Snapshot) -> haquic_stats {
         fds_released: s.fds_released,
         gso_sends: s.gso_sends,
         gro_batches: s.gro_batches,
+        zero_rtt_accepted: s.zero_rtt_accepted,
     }
 }
 
