@@ -250,6 +250,58 @@ cleanup:
 	return rc;
 }
 
+/* A second connection resumes the first one's TLS session and sends its
+ * request as 0-RTT, before the handshake completes; the server accepts it. */
+static int engine_zero_rtt_resumption(void)
+{
+	struct pair p;
+	haquic_stats st;
+	haquic_conn_stats cs;
+	unsigned char sess[8192];
+	size_t sess_len = 0;
+	unsigned char tiny[4];
+	size_t n;
+	int i, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK_RESULT(haquic_config_set_early_data(p.scfg, true), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_set_early_data(p.ccfg, true), HAQUIC_OK);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	i = pair_request(&p, "GET", "/", NULL, 0);
+	CHECK(i >= 0 && PAIR_UNTIL(&p, p.cs[i].fin, 5000));
+	CHECK(PAIR_UNTIL(&p, haquic_conn_get_session(p.conn, sess, sizeof(sess), &sess_len) == HAQUIC_OK, 5000));
+	CHECK(sess_len > 0);
+	CHECK_RESULT(haquic_conn_get_session(p.conn, tiny, sizeof(tiny), &n), HAQUIC_ERR_BUFFER_TOO_SMALL);
+	CHECK_RESULT(haquic_conn_close(p.conn, 0x100, NULL, 0), HAQUIC_OK);
+	CHECK(PAIR_UNTIL(&p, p.closed, 5000));
+
+	/* the second connection: resumed, with its request in 0-RTT */
+	haquic_conn_unref(p.conn);
+	p.conn = NULL;
+	p.established = p.closed = 0;
+	CHECK_RESULT(haquic_worker_connect_with_session(p.cli, 0, p.cl, &p.saddr, sizeof(p.saddr), "haquic.test",
+	                                                (const uint8_t *)"garbage", 7, &p.conn), HAQUIC_ERR_INVALID_ARGUMENT);
+	CHECK(p.conn == NULL);
+	CHECK_RESULT(haquic_worker_connect_with_session(p.cli, 0, p.cl, &p.saddr, sizeof(p.saddr), "haquic.test",
+	                                                sess, sess_len, &p.conn), HAQUIC_OK);
+	i = pair_request(&p, "GET", "/size/2000", NULL, 0);
+	CHECK(i >= 0);          /* accepted before any datagram was exchanged */
+	CHECK(!p.established);
+	CHECK(PAIR_UNTIL(&p, p.cs[i].fin, 5000));
+	CHECK(p.cs[i].status == 200 && p.cs[i].body_len == 2000);
+	HAQUIC_CONN_STATS_INIT(&cs);
+	CHECK_RESULT(haquic_conn_get_stats(p.conn, &cs), HAQUIC_OK);
+	CHECK(cs.resumed == 1);
+	HAQUIC_STATS_INIT(&st);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.zero_rtt_accepted == 1);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
 /* A forged Retry token is refused and counted. */
 static int engine_retry_bad_token_dropped(void)
 {
@@ -1072,6 +1124,7 @@ const struct test_case engine_tests[] = {
 	{ "engine_retry_forced", engine_retry_forced },
 	{ "engine_retry_bad_token_dropped", engine_retry_bad_token_dropped },
 	{ "engine_retry_over_threshold", engine_retry_over_threshold },
+	{ "engine_zero_rtt_resumption", engine_zero_rtt_resumption },
 	{ "engine_version_negotiation", engine_version_negotiation },
 	{ "engine_stateless_reset", engine_stateless_reset },
 	{ "engine_idle_timeout", engine_idle_timeout },
