@@ -1252,8 +1252,20 @@ void haquic_listener_unref(const struct haquic_listener *listener);
 
 /**
  * Stops accepting new connections on the listener; existing ones continue.
+ * With engine-owned sockets, each worker releases its socket to the host
+ * (`HAQUIC_EVENT_FD_RELEASE`) once none of the listener's connections is
+ * left on it.
  */
 enum haquic_result haquic_listener_close(const struct haquic_listener *listener);
+
+/**
+ * Graceful shutdown of one listener (a HAProxy bind line on soft-stop): it
+ * stops accepting, its connections get GOAWAY and finish their in-flight
+ * streams, and once none is left on a worker, that worker's socket is
+ * released to the host (`HAQUIC_EVENT_FD_RELEASE`). Other listeners are not
+ * affected.
+ */
+enum haquic_result haquic_listener_shutdown(const struct haquic_listener *listener);
 
 /**
  * Copies the listener's local address (a `sockaddr_in`/`sockaddr_in6`) into
@@ -1270,7 +1282,9 @@ enum haquic_result haquic_listener_address(const struct haquic_listener *listene
  * poll for reading, and its generation in `*generation`. Returns
  * `HAQUIC_ERR_INVALID_STATE` for a host-fed listener.
  *
- * Borrowed: the engine owns the fd and closes it when the engine is freed.
+ * Borrowed: the engine owns the fd. It is also announced with
+ * `HAQUIC_EVENT_FD_REGISTER` and released with `HAQUIC_EVENT_FD_RELEASE`;
+ * after that this returns `HAQUIC_ERR_CLOSED`.
  */
 enum haquic_result haquic_listener_fd(const struct haquic_listener *listener,
                                       uint32_t worker,

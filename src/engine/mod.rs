@@ -111,6 +111,8 @@ pub struct EngineInner {
     pub shutting_down: AtomicBool,
     /// Connection numbering.
     pub next_conn_id: AtomicU64,
+    /// Changes when a listener is added, so workers adopt its sockets.
+    pub listener_epoch: AtomicU64,
     next_listener_id: AtomicU32,
     weak: Weak<Tracked<EngineInner>>,
 }
@@ -136,6 +138,7 @@ pub fn new_engine(config: Shared<Config>, opts: EngineOptions, wake: WakeFn) -> 
             listeners: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
+            listener_epoch: AtomicU64::new(0),
             next_listener_id: AtomicU32::new(1),
             weak: weak.clone(),
         })
@@ -187,10 +190,11 @@ impl EngineInner {
                         .map_err(|e| Error::new(haquic_result::HAQUIC_ERR_IO, format!("bind {bound}: {e}")))?,
                 );
             }
-            (Mode::Sockets(socks), bound)
+            (Mode::Sockets(socks.into_iter().map(listener::SocketSlot::new).collect()), bound)
         };
         let l = shared(Listener::new(id, local, config, mode, conn_sockets));
         self.listeners.lock().unwrap().push(l.clone());
+        self.listener_epoch.fetch_add(1, Ordering::Release);
         Ok(l)
     }
 
@@ -294,8 +298,7 @@ impl EngineInner {
     pub fn fd_ready(&self, w: usize, fd: i32, generation: u32) -> Result<()> {
         let worker = self.worker(w)?;
         let mut st = worker.lock()?;
-        let listeners = self.listeners.lock().unwrap().clone();
-        st.fd_ready(fd, generation, &listeners, w, &worker.counters)
+        st.fd_ready(fd, generation, &worker.counters)
     }
 
     /// The host stopped polling `fd` after an FD_RELEASE event: close it.

@@ -107,6 +107,14 @@ const MAX_PACED: usize = 16_384;
 /// wake up on millisecond timers).
 const PACING_GRANULARITY: Duration = Duration::from_millis(1);
 
+/// A listener's socket owned by this worker.
+struct ListenerSock {
+    sock: crate::io::UdpSocket,
+    listener: Shared<Listener>,
+    /// The host was asked to stop polling it: never read or write it again.
+    releasing: bool,
+}
+
 /// A per-connection socket and where it is in its life.
 struct ConnSock {
     sock: crate::io::UdpSocket,
@@ -134,8 +142,10 @@ pub struct WorkerState {
     rbuf: Vec<u8>,
     /// Per-connection sockets of this worker, by fd.
     conn_socks: HashMap<i32, ConnSock>,
-    /// Listeners whose socket this worker has announced to the host.
-    announced: HashSet<u32>,
+    /// This worker's listener sockets, by listener id, adopted on its thread.
+    lsocks: HashMap<u32, ListenerSock>,
+    /// The listener epoch last adopted.
+    listener_epoch: u64,
     /// Datagrams waiting for their pacing time.
     paced: std::collections::BinaryHeap<Paced>,
     paced_seq: u64,
@@ -175,7 +185,8 @@ impl Worker {
                 buf: vec![0; SEND_BUF],
                 rbuf: vec![0; SEND_BUF],
                 conn_socks: HashMap::new(),
-                announced: HashSet::new(),
+                lsocks: HashMap::new(),
+                listener_epoch: u64::MAX,
                 paced: std::collections::BinaryHeap::new(),
                 paced_seq: 0,
                 poll_slot: None,
@@ -255,24 +266,13 @@ impl WorkerState {
 
     /// A readiness notification from the host. A stale one (unknown fd, old
     /// generation, or a socket being released) is ignored and counted.
-    pub fn fd_ready(
-        &mut self,
-        fd: i32,
-        generation: u32,
-        listeners: &[Shared<Listener>],
-        worker: usize,
-        counters: &Counters,
-    ) -> Result<()> {
+    pub fn fd_ready(&mut self, fd: i32, generation: u32, counters: &Counters) -> Result<()> {
         if let Some(cs) = self.conn_socks.get_mut(&fd) {
             if cs.sock.generation == generation && !cs.releasing {
                 cs.ready = true;
                 return Ok(());
             }
-        } else if listeners
-            .iter()
-            .filter_map(|l| l.socket(worker))
-            .any(|s| s.fd() == fd && s.generation == generation)
-        {
+        } else if self.lsocks.values().any(|ls| ls.sock.fd() == fd && ls.sock.generation == generation && !ls.releasing) {
             // Listener sockets are read on every pass anyway.
             return Ok(());
         }
@@ -282,6 +282,16 @@ impl WorkerState {
 
     /// The host confirmed it no longer polls `fd`: close it now.
     pub fn fd_released(&mut self, fd: i32, generation: u32, counters: &Counters) -> Result<()> {
+        let listener = self
+            .lsocks
+            .iter()
+            .find(|(_, ls)| ls.sock.fd() == fd && ls.sock.generation == generation && ls.releasing)
+            .map(|(id, _)| *id);
+        if let Some(id) = listener {
+            self.lsocks.remove(&id);
+            counters.inc(&counters.fds_released);
+            return Ok(());
+        }
         match self.conn_socks.get(&fd) {
             Some(cs) if cs.sock.generation == generation && cs.releasing => {
                 self.conn_socks.remove(&fd);
@@ -343,9 +353,10 @@ impl Ctx<'_> {
         }
         let c = self.counters();
         let own = conn_fd.and_then(|fd| st.conn_socks.get(&fd)).filter(|cs| !cs.releasing && cs.sock.peer_addr() == Some(b.to));
-        let r = match (own, listener.socket(self.worker.id)) {
+        let lsock = st.lsocks.get(&listener.id).filter(|ls| !ls.releasing);
+        let r = match (own, lsock) {
             (Some(cs), _) => cs.sock.send_segments(&b.data, b.seg, None),
-            (None, Some(sock)) => sock.send_segments(&b.data, b.seg, Some(b.to)),
+            (None, Some(ls)) => ls.sock.send_segments(&b.data, b.seg, Some(b.to)),
             (None, None) => return,
         };
         match r {
@@ -390,8 +401,8 @@ impl Ctx<'_> {
         }
         match &listener.mode {
             Mode::Sockets(_) => {
-                let Some(sock) = listener.socket(self.worker.id) else { return };
-                match sock.send_to(data, to) {
+                let Some(ls) = st.lsocks.get(&listener.id).filter(|ls| !ls.releasing) else { return };
+                match ls.sock.send_to(data, to) {
                     Ok(_) => {
                         c.inc(&c.packets_out);
                         c.add(&c.bytes_out, data.len() as u64);
@@ -420,6 +431,7 @@ impl Ctx<'_> {
             let r = DgramRef { listener: &d.listener, data: &mut d.data, peer: d.peer, local: d.local };
             self.handle_datagram(st, r);
         }
+        self.adopt_listener_sockets(st);
         self.read_sockets(st);
         self.read_conn_sockets(st);
         let now = Instant::now();
@@ -435,6 +447,7 @@ impl Ctx<'_> {
                 st.dirty.insert(id);
             }
         }
+        self.tend_listeners(st);
         if self.engine.shutting_down.load(Ordering::Acquire) {
             let ids: Vec<u64> = st.conns.keys().copied().collect();
             for id in ids {
@@ -500,22 +513,68 @@ impl Ctx<'_> {
         }
     }
 
-    fn read_sockets(&self, st: &mut WorkerState) {
+    /// Takes this worker's sockets of listeners added since the last look,
+    /// and hands each to the host (FD_REGISTER).
+    fn adopt_listener_sockets(&self, st: &mut WorkerState) {
+        let epoch = self.engine.listener_epoch.load(Ordering::Acquire);
+        if epoch == st.listener_epoch {
+            return;
+        }
+        st.listener_epoch = epoch;
         let listeners: Vec<Shared<Listener>> = self.engine.listeners.lock().unwrap().clone();
-        let mut buf = std::mem::take(&mut st.rbuf);
-        for l in &listeners {
-            let Some(sock) = l.socket(self.worker.id) else { continue };
-            if st.announced.insert(l.id) {
-                let (fd, generation) = (sock.fd(), sock.generation);
-                st.events.push_back(Event { kind: EventKind::FdRegister { fd, generation }, conn: None, stream: None });
+        for l in listeners {
+            let Some(sock) = l.slot(self.worker.id).and_then(|slot| slot.adopt()) else { continue };
+            let (fd, generation) = (sock.fd(), sock.generation);
+            st.events.push_back(Event { kind: EventKind::FdRegister { fd, generation }, conn: None, stream: None });
+            st.lsocks.insert(l.id, ListenerSock { sock, listener: l, releasing: false });
+        }
+    }
+
+    /// Listener shutdowns: GOAWAY to their connections; and once a closed
+    /// listener has no connection left on this worker, its socket is released
+    /// to the host in two phases.
+    fn tend_listeners(&self, st: &mut WorkerState) {
+        let closing: Vec<(u32, bool)> = st
+            .lsocks
+            .iter()
+            .filter(|(_, ls)| !ls.releasing && ls.listener.is_closed())
+            .map(|(id, ls)| (*id, ls.listener.is_shutting_down()))
+            .collect();
+        for (lid, graceful) in closing {
+            let mut open = 0;
+            for (id, c) in st.conns.iter_mut() {
+                if c.listener.id == lid {
+                    open += 1;
+                    if graceful {
+                        let _ = c.shutdown();
+                        st.dirty.insert(*id);
+                    }
+                }
             }
-            let local = l.local;
+            if open == 0 {
+                let ls = st.lsocks.get_mut(&lid).unwrap();
+                ls.releasing = true;
+                if let Some(slot) = ls.listener.slot(self.worker.id) {
+                    slot.mark_released();
+                }
+                let (fd, generation) = (ls.sock.fd(), ls.sock.generation);
+                st.events.push_back(Event { kind: EventKind::FdRelease { fd, generation }, conn: None, stream: None });
+            }
+        }
+    }
+
+    fn read_sockets(&self, st: &mut WorkerState) {
+        let mut buf = std::mem::take(&mut st.rbuf);
+        let ids: Vec<u32> = st.lsocks.iter().filter(|(_, ls)| !ls.releasing).map(|(id, _)| *id).collect();
+        for lid in ids {
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
-                let (n, peer, seg) = match sock.recv_segments(&mut buf) {
+                let Some(ls) = st.lsocks.get(&lid) else { break };
+                let (n, peer, seg) = match ls.sock.recv_segments(&mut buf) {
                     Ok(v) => v,
                     Err(_) => break,
                 };
-                self.route_segments(st, l, &mut buf[..n], seg, peer, local);
+                let (l, local) = (ls.listener.clone(), ls.listener.local);
+                self.route_segments(st, &l, &mut buf[..n], seg, peer, local);
             }
         }
         st.rbuf = buf;
@@ -730,8 +789,9 @@ impl Ctx<'_> {
         }
         let scid_bytes = self.engine.keys.new_cid(self.worker.id);
         let scid = quiche::ConnectionId::from_ref(&scid_bytes);
-        let local = match listener.socket(self.worker.id) {
-            Some(s) => s.local_addr().unwrap_or(listener.local),
+        self.adopt_listener_sockets(st);
+        let local = match st.lsocks.get(&listener.id) {
+            Some(ls) => ls.sock.local_addr().unwrap_or(listener.local),
             None => listener.local,
         };
         let cfg = st.client_cfg.as_mut().unwrap();

@@ -331,11 +331,28 @@ pub extern "C" fn haquic_listener_unref(listener: *const haquic_listener) {
 }
 
 /// Stops accepting new connections on the listener; existing ones continue.
+/// With engine-owned sockets, each worker releases its socket to the host
+/// (`HAQUIC_EVENT_FD_RELEASE`) once none of the listener's connections is
+/// left on it.
 #[unsafe(no_mangle)]
 pub extern "C" fn haquic_listener_close(listener: *const haquic_listener) -> haquic_result {
     ffi_panic_boundary! {
         let l = try_ref!(listener);
         l.close();
+        haquic_result::HAQUIC_OK
+    }
+}
+
+/// Graceful shutdown of one listener (a HAProxy bind line on soft-stop): it
+/// stops accepting, its connections get GOAWAY and finish their in-flight
+/// streams, and once none is left on a worker, that worker's socket is
+/// released to the host (`HAQUIC_EVENT_FD_RELEASE`). Other listeners are not
+/// affected.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_listener_shutdown(listener: *const haquic_listener) -> haquic_result {
+    ffi_panic_boundary! {
+        let l = try_ref!(listener);
+        l.shutdown();
         haquic_result::HAQUIC_OK
     }
 }
@@ -362,7 +379,9 @@ pub extern "C" fn haquic_listener_address(
 /// poll for reading, and its generation in `*generation`. Returns
 /// `HAQUIC_ERR_INVALID_STATE` for a host-fed listener.
 ///
-/// Borrowed: the engine owns the fd and closes it when the engine is freed.
+/// Borrowed: the engine owns the fd. It is also announced with
+/// `HAQUIC_EVENT_FD_REGISTER` and released with `HAQUIC_EVENT_FD_RELEASE`;
+/// after that this returns `HAQUIC_ERR_CLOSED`.
 #[unsafe(no_mangle)]
 pub extern "C" fn haquic_listener_fd(
     listener: *const haquic_listener,
@@ -374,9 +393,10 @@ pub extern "C" fn haquic_listener_fd(
         let l = try_ref!(listener);
         let fd = try_out!(fd);
         let generation = try_out!(generation);
-        match l.socket(worker as usize) {
+        match l.slot(worker as usize) {
+            Some(s) if s.is_released() => haquic_result::HAQUIC_ERR_CLOSED,
             Some(s) => {
-                *fd = s.fd();
+                *fd = s.fd;
                 *generation = s.generation;
                 haquic_result::HAQUIC_OK
             }
