@@ -952,6 +952,44 @@ cleanup:
 	return rc;
 }
 
+/* A listener's graceful shutdown: its connection gets GOAWAY, the download
+ * in flight completes, the connection closes, and then the listener's
+ * socket goes back to the host in two phases (FD_RELEASE, confirmation). */
+static int engine_listener_shutdown_releases_socket(void)
+{
+	struct pair p;
+	haquic_stats st;
+	int fd = -1, a, rc = 1;
+	uint32_t gen = 0;
+
+	CHECK(pair_init_mode(&p, 1, NULL, PAIR_SOCKETS) == 0);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	CHECK(p.fd_registered == 1 && p.nfds == 1);
+	CHECK_RESULT(haquic_listener_fd(p.sl, 0, &fd, &gen), HAQUIC_OK);
+	CHECK(fd == p.fds[0] && gen == p.gens[0]);
+	a = pair_request(&p, "GET", "/size/3000000", NULL, 0);
+	CHECK(a >= 0);
+	/* the server has the request: it is in flight when the shutdown comes */
+	CHECK(PAIR_UNTIL(&p, p.app_requests == 1, 5000));
+	CHECK_RESULT(haquic_listener_shutdown(p.sl), HAQUIC_OK);
+	if (!PAIR_UNTIL(&p, p.goaways == 1, 10000))
+		FAILF("no GOAWAY: closed %d, fin %d, len %zu", p.closed, p.cs[a].fin, p.cs[a].body_len);
+	CHECK(PAIR_UNTIL(&p, p.closed, 10000));
+	CHECK(p.cs[a].fin && p.cs[a].body_len == 3000000);
+	CHECK(p.close_code == 0x100);
+	CHECK(PAIR_UNTIL(&p, p.fd_released == 1, 5000));
+	CHECK(p.nfds == 0);
+	CHECK_RESULT(haquic_listener_fd(p.sl, 0, &fd, &gen), HAQUIC_ERR_CLOSED);
+	HAQUIC_STATS_INIT(&st);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.fds_released == 1);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
 /* A closed listener accepts no new connection; existing ones go on. */
 static int engine_listener_close_stops_accepting(void)
 {
@@ -1145,6 +1183,7 @@ const struct test_case engine_tests[] = {
 	{ "engine_dispatch_queue_full", engine_dispatch_queue_full },
 	{ "engine_pop_datagram_buffer_too_small", engine_pop_datagram_buffer_too_small },
 	{ "engine_listener_close_stops_accepting", engine_listener_close_stops_accepting },
+	{ "engine_listener_shutdown_releases_socket", engine_listener_shutdown_releases_socket },
 	{ "engine_client_verifies_certificate", engine_client_verifies_certificate },
 	{ "engine_alpn_mismatch_fails", engine_alpn_mismatch_fails },
 	{ "engine_qlog_per_connection", engine_qlog_per_connection },
