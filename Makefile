@@ -166,6 +166,7 @@ check-header: $(RELEASE_A)
 
 include mk/interop.mk
 include mk/bench.mk
+include mk/haproxy.mk
 
 # ---- install -----------------------------------------------------------------
 
