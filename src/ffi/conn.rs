@@ -392,21 +392,19 @@ pub struct haquic_conn_stats {
     pub reserved: u32,
 }
 
-const CONN_STATS_V1: usize = std::mem::size_of::<haquic_conn_stats>();
+impl super::Versioned for haquic_conn_stats {
+    /// Only one layout has been published.
+    const MIN_SIZE: usize = std::mem::size_of::<haquic_conn_stats>();
+    fn set_struct_size(&mut self, size: u32) {
+        self.struct_size = size;
+    }
+}
 
 /// Fills `stats` with zeros and its size. Use `HAQUIC_CONN_STATS_INIT(&s)`.
 #[unsafe(no_mangle)]
 pub extern "C" fn haquic_conn_stats_init(stats: *mut haquic_conn_stats, struct_size: usize) -> haquic_result {
     ffi_panic_boundary! {
-        if stats.is_null() {
-            return haquic_result::HAQUIC_ERR_NULL;
-        }
-        if struct_size != CONN_STATS_V1 {
-            return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
-        }
-        let v = haquic_conn_stats { struct_size: CONN_STATS_V1 as u32, ..Default::default() };
-        super::write_versioned(stats, &v, struct_size);
-        haquic_result::HAQUIC_OK
+        super::init_versioned(stats, haquic_conn_stats::default(), struct_size)
     }
 }
 
@@ -417,15 +415,12 @@ pub extern "C" fn haquic_conn_stats_init(stats: *mut haquic_conn_stats, struct_s
 pub extern "C" fn haquic_conn_get_stats(conn: *const haquic_conn, stats: *mut haquic_conn_stats) -> haquic_result {
     ffi_panic_boundary! {
         let c = try_ref!(conn);
-        let Some(size) = super::versioned_size(stats as *const haquic_conn_stats) else { return haquic_result::HAQUIC_ERR_NULL };
-        if size != CONN_STATS_V1 {
-            return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
-        }
+        let size = match super::caller_size(stats as *const haquic_conn_stats) { Ok(s) => s, Err(c) => return c };
         let Ok(info) = c.info.lock().map(|i| i.clone()) else { return haquic_result::HAQUIC_ERR_PANIC };
         let q = info.stats.unwrap_or_default();
         let (close_is_app, close_code) = info.close.as_ref().map_or((false, 0), |(a, code, _)| (*a, *code));
         let v = haquic_conn_stats {
-            struct_size: CONN_STATS_V1 as u32,
+            struct_size: 0,
             established: info.established as u32,
             packets_in: q.recv as u64,
             packets_out: q.sent as u64,
@@ -443,7 +438,7 @@ pub extern "C" fn haquic_conn_get_stats(conn: *const haquic_conn, stats: *mut ha
             resumed: info.resumed as u32,
             reserved: 0,
         };
-        super::write_versioned(stats, &v, size);
+        super::write_caller(stats, v, size);
         haquic_result::HAQUIC_OK
     }
 }

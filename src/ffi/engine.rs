@@ -11,8 +11,9 @@
 use super::config::haquic_config;
 use super::conn::{haquic_conn, haquic_header, haquic_stream};
 use super::{
-    ArcHandle, borrow_handle, borrowed_handle, clone_handle, ffi_panic_boundary, handle_ref, handle_unref, into_handle,
-    read_versioned, to_code, try_out, try_ref, versioned_size, write_versioned,
+    ArcHandle, Versioned, borrow_handle, borrowed_handle, caller_size, clone_handle, ffi_panic_boundary, handle_ref,
+    handle_unref, init_versioned, into_handle, read_versioned, to_code, try_out, try_ref, versioned_size,
+    write_caller, write_versioned,
 };
 use crate::engine::event::{Event, EventKind};
 use crate::engine::listener::Listener;
@@ -543,13 +544,12 @@ pub struct haquic_event {
     pub fd_generation: u32,
 }
 
-const EVENT_V1: usize = std::mem::size_of::<haquic_event>();
-/// The layout before `fd`/`fd_generation` were added: still accepted, and
-/// written up to its size only.
-const EVENT_MIN: usize = std::mem::offset_of!(haquic_event, fd);
-
-fn event_size_ok(size: usize) -> bool {
-    (EVENT_MIN..=EVENT_V1).contains(&size)
+impl Versioned for haquic_event {
+    /// The layout before `fd`/`fd_generation` were added.
+    const MIN_SIZE: usize = std::mem::offset_of!(haquic_event, fd);
+    fn set_struct_size(&mut self, size: u32) {
+        self.struct_size = size;
+    }
 }
 
 /// What the C side keeps alive for the last event of a worker.
@@ -566,22 +566,13 @@ unsafe impl Send for PollSlot {}
 #[unsafe(no_mangle)]
 pub extern "C" fn haquic_event_init(ev: *mut haquic_event, struct_size: usize) -> haquic_result {
     ffi_panic_boundary! {
-        if ev.is_null() {
-            return haquic_result::HAQUIC_ERR_NULL;
-        }
-        if !event_size_ok(struct_size) {
-            return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
-        }
-        let mut v = empty_event();
-        v.struct_size = struct_size as u32;
-        write_versioned(ev, &v, struct_size);
-        haquic_result::HAQUIC_OK
+        init_versioned(ev, empty_event(), struct_size)
     }
 }
 
 fn empty_event() -> haquic_event {
     haquic_event {
-        struct_size: EVENT_V1 as u32,
+        struct_size: 0, // set to the caller's size when written
         kind: haquic_event_type::HAQUIC_EVENT_NONE,
         conn: std::ptr::null(),
         stream: std::ptr::null(),
@@ -617,10 +608,8 @@ pub extern "C" fn haquic_worker_poll(engine: *const haquic_engine, worker: u32, 
             return haquic_result::HAQUIC_ERR_NULL;
         }
         let w = match worker_index(e, worker) { Ok(w) => w, Err(c) => return c };
-        let Some(size) = versioned_size(ev as *const haquic_event) else { return haquic_result::HAQUIC_ERR_NULL };
-        if !event_size_ok(size) {
-            return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
-        }
+        // Checked before an event is taken, so that none is lost.
+        let size = match caller_size(ev as *const haquic_event) { Ok(s) => s, Err(c) => return c };
         let r = e.with_worker(w, |st, _| {
             // Release what the previous event borrowed.
             st.poll_slot = None;
@@ -686,9 +675,8 @@ pub extern "C" fn haquic_worker_poll(engine: *const haquic_engine, worker: u32, 
             Ok(out)
         });
         match r {
-            Ok(mut out) => {
-                out.struct_size = size as u32;
-                write_versioned(ev, &out, size);
+            Ok(out) => {
+                write_caller(ev, out, size);
                 haquic_result::HAQUIC_OK
             }
             Err(err) => err.code,
@@ -920,17 +908,17 @@ pub struct haquic_stats {
     pub zero_rtt_accepted: u64,
 }
 
-const STATS_V1: usize = std::mem::size_of::<haquic_stats>();
-/// The layout before the per-connection socket counters: still accepted.
-const STATS_MIN: usize = std::mem::offset_of!(haquic_stats, conn_sockets_opened);
-
-fn stats_size_ok(size: usize) -> bool {
-    (STATS_MIN..=STATS_V1).contains(&size)
+impl Versioned for haquic_stats {
+    /// The layout before the per-connection socket counters.
+    const MIN_SIZE: usize = std::mem::offset_of!(haquic_stats, conn_sockets_opened);
+    fn set_struct_size(&mut self, size: u32) {
+        self.struct_size = size;
+    }
 }
 
 fn to_c_stats(s: &Snapshot) -> haquic_stats {
     haquic_stats {
-        struct_size: STATS_V1 as u32,
+        struct_size: 0, // set to the caller's size when written
         reserved: 0,
         conns_open: s.conns_accepted.saturating_sub(s.conns_closed),
         conns_accepted: s.conns_accepted,
@@ -977,27 +965,18 @@ fn to_c_stats(s: &Snapshot) -> haquic_stats {
 #[unsafe(no_mangle)]
 pub extern "C" fn haquic_stats_init(stats: *mut haquic_stats, struct_size: usize) -> haquic_result {
     ffi_panic_boundary! {
-        if stats.is_null() {
-            return haquic_result::HAQUIC_ERR_NULL;
-        }
-        if !stats_size_ok(struct_size) {
-            return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
-        }
-        let v = haquic_stats { struct_size: struct_size as u32, ..Default::default() };
-        write_versioned(stats, &v, struct_size);
-        haquic_result::HAQUIC_OK
+        init_versioned(stats, haquic_stats::default(), struct_size)
     }
 }
 
 fn write_stats(out: *mut haquic_stats, s: &Snapshot) -> haquic_result {
-    let Some(size) = versioned_size(out as *const haquic_stats) else { return haquic_result::HAQUIC_ERR_NULL };
-    if !stats_size_ok(size) {
-        return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
+    match caller_size(out as *const haquic_stats) {
+        Ok(size) => {
+            write_caller(out, to_c_stats(s), size);
+            haquic_result::HAQUIC_OK
+        }
+        Err(c) => c,
     }
-    let mut v = to_c_stats(s);
-    v.struct_size = size as u32;
-    write_versioned(out, &v, size);
-    haquic_result::HAQUIC_OK
 }
 
 /// Copies the engine's counters (summed over workers) into `*stats`. Any

@@ -247,6 +247,47 @@ pub fn read_versioned<T: Copy>(input: *const T, base: &mut T, size: usize) {
     unsafe { std::ptr::copy_nonoverlapping(input as *const u8, base as *mut T as *mut u8, size) }
 }
 
+/// A versioned output struct: it starts with `uint32_t struct_size`, and a
+/// caller compiled against any layout from `MIN_SIZE` up to the current one
+/// is served (only the bytes its layout has are written).
+pub trait Versioned: Copy {
+    /// The smallest `struct_size` accepted: the first published layout.
+    const MIN_SIZE: usize;
+    /// Stamps the size the caller declared.
+    fn set_struct_size(&mut self, size: u32);
+}
+
+fn versioned_size_ok<T: Versioned>(size: usize) -> bool {
+    (T::MIN_SIZE..=std::mem::size_of::<T>()).contains(&size)
+}
+
+/// The `struct_size` a caller declared in `ptr`, once it is checked:
+/// `HAQUIC_ERR_NULL` or `HAQUIC_ERR_STRUCT_SIZE` otherwise.
+pub fn caller_size<T: Versioned>(ptr: *const T) -> Result<usize, haquic_result> {
+    let size = versioned_size(ptr).ok_or(haquic_result::HAQUIC_ERR_NULL)?;
+    if versioned_size_ok::<T>(size) { Ok(size) } else { Err(haquic_result::HAQUIC_ERR_STRUCT_SIZE) }
+}
+
+/// Writes `value` over the caller's struct, `size` bytes of it (from
+/// [`caller_size`]), with `struct_size` set to that size.
+pub fn write_caller<T: Versioned>(out: *mut T, mut value: T, size: usize) {
+    value.set_struct_size(size as u32);
+    write_versioned(out, &value, size);
+}
+
+/// The body of every `haquic_*_init(ptr, struct_size)`: checks the pointer
+/// and the size, then writes `value` (the defaults).
+pub fn init_versioned<T: Versioned>(out: *mut T, value: T, size: usize) -> haquic_result {
+    if out.is_null() {
+        return haquic_result::HAQUIC_ERR_NULL;
+    }
+    if !versioned_size_ok::<T>(size) {
+        return haquic_result::HAQUIC_ERR_STRUCT_SIZE;
+    }
+    write_caller(out, value, size);
+    haquic_result::HAQUIC_OK
+}
+
 /// Reads the leading `uint32_t struct_size` of a versioned struct.
 pub fn versioned_size<T>(ptr: *const T) -> Option<usize> {
     if ptr.is_null() {
