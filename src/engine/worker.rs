@@ -118,7 +118,9 @@ struct ListenerSock {
 /// A per-connection socket and where it is in its life.
 struct ConnSock {
     sock: crate::io::UdpSocket,
-    listener: u32,
+    listener: Shared<Listener>,
+    /// Its bound address, read once.
+    local: SocketAddr,
     /// The host reported it readable.
     ready: bool,
     /// The host was asked to stop polling it: never read or write it again.
@@ -466,7 +468,6 @@ impl Ctx<'_> {
         if ready.is_empty() {
             return;
         }
-        let listeners: Vec<Shared<Listener>> = self.engine.listeners.lock().unwrap().clone();
         let mut buf = std::mem::take(&mut st.rbuf);
         for fd in ready {
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
@@ -478,10 +479,8 @@ impl Ctx<'_> {
                         break;
                     }
                 };
-                let lid = cs.listener;
-                let local = cs.sock.local_addr().unwrap_or(crate::io::unspecified());
-                let Some(l) = listeners.iter().find(|l| l.id == lid) else { break };
-                self.route_segments(st, l, &mut buf[..n], seg, peer, local);
+                let (l, local) = (cs.listener.clone(), cs.local);
+                self.route_segments(st, &l, &mut buf[..n], seg, peer, local);
             }
         }
         st.rbuf = buf;
@@ -744,7 +743,9 @@ impl Ctx<'_> {
                 Ok(sock) => {
                     let (fd, generation) = (sock.fd(), sock.generation);
                     c.inc(&c.conn_sockets_opened);
-                    st.conn_socks.insert(fd, ConnSock { sock, listener: conn.listener.id, ready: false, releasing: false });
+                    let local = sock.local_addr().unwrap_or(conn.listener.local);
+                    let listener = conn.listener.clone();
+                    st.conn_socks.insert(fd, ConnSock { sock, listener, local, ready: false, releasing: false });
                     conn.sock_fd = Some(fd);
                     st.events.push_back(Event {
                         kind: EventKind::FdRegister { fd, generation },
