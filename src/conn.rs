@@ -152,6 +152,10 @@ pub struct Conn {
     early_data_counted: bool,
 }
 
+/// HTTP/3 events one connection hands over per pass, at most: the event
+/// queue stays bounded, and one busy connection cannot starve the others.
+const MAX_H3_EVENTS_PER_PASS: usize = 1024;
+
 fn to_fields(list: &[quiche::h3::Header]) -> Vec<Field> {
     list.iter().map(|h| (h.name().to_vec(), h.value().to_vec())).collect()
 }
@@ -274,7 +278,8 @@ impl Conn {
     /// Processes everything quiche has for the application after input or a
     /// timeout: the handshake, HTTP/3 events, writability, STOP_SENDING,
     /// graceful close. Appends events for the host.
-    pub fn process(&mut self, events: &mut VecDeque<Event>, counters: &Counters) {
+    /// Returns whether HTTP/3 events were left for the next pass.
+    pub fn process(&mut self, events: &mut VecDeque<Event>, counters: &Counters) -> bool {
         if self.h3.is_none() && (self.q.is_established() || self.q.is_in_early_data()) {
             match quiche::h3::Connection::with_transport(&mut self.q, &self.h3_config) {
                 Ok(h3) => self.h3 = Some(h3),
@@ -309,7 +314,7 @@ impl Conn {
             }
             events.push_back(self.event(EventKind::Established, None));
         }
-        self.poll_h3(events, counters);
+        let more = self.poll_h3(events, counters);
         self.send_pending_goaway();
         self.poll_writable(events, counters);
         self.collect_streams();
@@ -336,23 +341,26 @@ impl Conn {
                 info.local = Some(local);
             }
         }
+        more
     }
 
     fn event(&self, kind: EventKind, stream: Option<Shared<StreamShared>>) -> Event {
         Event { kind, conn: Some(self.shared.clone()), stream }
     }
 
-    fn poll_h3(&mut self, events: &mut VecDeque<Event>, counters: &Counters) {
-        loop {
-            let Some(h3) = self.h3.as_mut() else { return };
+    /// Takes quiche's HTTP/3 events, at most [`MAX_H3_EVENTS_PER_PASS`] per
+    /// pass; returns whether some were left for the next pass.
+    fn poll_h3(&mut self, events: &mut VecDeque<Event>, counters: &Counters) -> bool {
+        for _ in 0..MAX_H3_EVENTS_PER_PASS {
+            let Some(h3) = self.h3.as_mut() else { return false };
             let (sid, ev) = match h3.poll(&mut self.q) {
                 Ok(v) => v,
-                Err(quiche::h3::Error::Done) => return,
+                Err(quiche::h3::Error::Done) => return false,
                 Err(e) => {
                     log::info!("{} HTTP/3 connection error: {e}", self.shared.trace_id);
                     counters.inc(&counters.h3_conn_errors);
                     let _ = self.q.close(true, h3rules::wire_code(&e), b"");
-                    return;
+                    return false;
                 }
             };
             match ev {
@@ -394,7 +402,14 @@ impl Conn {
                     }
                 }
                 quiche::h3::Event::Reset(code) => {
+                    // A reset stream stays readable in quiche, and h3::poll
+                    // reports it again on every call, until its receiving
+                    // side is shut down.
+                    let _ = self.q.stream_shutdown(sid, quiche::Shutdown::Read, code);
                     if let Some(e) = self.streams.get_mut(&sid) {
+                        if e.recv_done {
+                            continue; // already reported to the host
+                        }
                         e.recv_done = true;
                         let s = e.shared.clone();
                         events.push_back(self.event(EventKind::Reset(code), Some(s)));
@@ -411,6 +426,7 @@ impl Conn {
                 quiche::h3::Event::PriorityUpdate => {}
             }
         }
+        true
     }
 
     fn on_headers(

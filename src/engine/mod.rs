@@ -215,6 +215,12 @@ impl EngineInner {
         let worker = self.worker(w)?;
         let mut st = worker.lock()?;
         self.ctx(worker).process(&mut st);
+        let more = st.has_pending_work();
+        drop(st);
+        if more {
+            // Outside the state lock: no callback runs while it is borrowed.
+            self.dispatcher.wake(w);
+        }
         Ok(())
     }
 

@@ -254,6 +254,11 @@ impl WorkerState {
         self.out.push_front(d);
     }
 
+    /// Work is left for another pass right away.
+    pub fn has_pending_work(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Connections owned.
     pub fn connections(&self) -> usize {
         self.conns.len()
@@ -261,6 +266,9 @@ impl WorkerState {
 
     /// Time until the earliest connection timer or paced datagram, if any.
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let conn = self.conns.values().filter_map(|c| c.timeout_at).min();
         let paced = self.paced.peek().map(|p| p.at);
         conn.into_iter().chain(paced).min().map(|t| t.saturating_duration_since(now))
@@ -835,7 +843,11 @@ impl Ctx<'_> {
         for id in dirty {
             let Some(mut conn) = st.conns.remove(&id) else { continue };
             let was_half_open = conn.half_open;
-            conn.process(&mut st.events, &self.worker.counters);
+            if conn.process(&mut st.events, &self.worker.counters) {
+                // Events left over: another pass, soon (the engine wakes the
+                // host once the state is no longer borrowed).
+                st.dirty.insert(id);
+            }
             if was_half_open && !conn.half_open {
                 st.half_open = st.half_open.saturating_sub(1);
             }
