@@ -1032,6 +1032,35 @@ bool haquic_conn_is_closed(const struct haquic_conn *conn);
 uint32_t haquic_conn_worker(const struct haquic_conn *conn);
 
 /**
+ * The listener the connection was accepted on (server role) or started
+ * from (client role). Borrowed: valid as long as the caller holds the
+ * connection. Any thread.
+ */
+const struct haquic_listener *haquic_conn_listener(const struct haquic_conn *conn);
+
+/**
+ * Attaches one pointer-sized value of the host's to the connection (HAProxy
+ * keeps its mux context there), replacing any earlier one. The engine never
+ * dereferences it. Any thread.
+ */
+enum haquic_result haquic_conn_set_userdata(const struct haquic_conn *conn, void *userdata);
+
+/**
+ * The value last given to `haquic_conn_set_userdata`, or NULL. Any thread.
+ */
+void *haquic_conn_userdata(const struct haquic_conn *conn);
+
+/**
+ * Copies our local address of the connection (the listener's, or the
+ * address a connection socket is bound to) into `addr` (room for
+ * `addr_cap` bytes), its length into `*addr_len`.
+ */
+enum haquic_result haquic_conn_local_address(const struct haquic_conn *conn,
+                                             void *addr,
+                                             size_t addr_cap,
+                                             size_t *addr_len);
+
+/**
  * Copies the peer's current address (it changes after a migration) into
  * `addr` (room for `addr_cap` bytes), its length into `*addr_len`.
  */
@@ -1089,6 +1118,18 @@ uint64_t haquic_stream_id(const struct haquic_stream *stream);
  * stream (a stream holds its connection).
  */
 const struct haquic_conn *haquic_stream_conn(const struct haquic_stream *stream);
+
+/**
+ * Attaches one pointer-sized value of the host's to the stream (HAProxy
+ * keeps its stream context there), replacing any earlier one. The engine
+ * never dereferences it. Any thread.
+ */
+enum haquic_result haquic_stream_set_userdata(const struct haquic_stream *stream, void *userdata);
+
+/**
+ * The value last given to `haquic_stream_set_userdata`, or NULL. Any thread.
+ */
+void *haquic_stream_userdata(const struct haquic_stream *stream);
 
 /**
  * Whether the stream is finished both ways, reset, or its connection has

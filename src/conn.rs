@@ -19,7 +19,7 @@ use crate::handle::{Shared, shared};
 use quiche::h3::NameValue;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::Instant;
 
@@ -66,6 +66,10 @@ pub struct ConnShared {
     closed: AtomicBool,
     /// Snapshot for queries.
     pub info: Mutex<ConnInfo>,
+    /// The listener it was accepted on (or started from).
+    pub listener: Shared<Listener>,
+    /// One pointer-sized value the host attaches (HAProxy: its mux context).
+    pub userdata: AtomicUsize,
 }
 
 impl ConnShared {
@@ -83,6 +87,8 @@ pub struct StreamShared {
     /// The QUIC stream id.
     pub id: u64,
     closed: AtomicBool,
+    /// One pointer-sized value the host attaches (HAProxy: its stream context).
+    pub userdata: AtomicUsize,
 }
 
 impl StreamShared {
@@ -213,6 +219,8 @@ impl Conn {
             engine,
             closed: AtomicBool::new(false),
             info: Mutex::new(ConnInfo::default()),
+            listener: listener.clone(),
+            userdata: AtomicUsize::new(0),
         });
         Conn {
             shared,
@@ -247,7 +255,7 @@ impl Conn {
     }
 
     fn new_stream(&mut self, id: u64) -> Shared<StreamShared> {
-        let s = shared(StreamShared { conn: self.shared.clone(), id, closed: AtomicBool::new(false) });
+        let s = shared(StreamShared { conn: self.shared.clone(), id, closed: AtomicBool::new(false), userdata: AtomicUsize::new(0) });
         self.streams.insert(
             id,
             StreamEntry {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result, haquic_result};
 use crate::h3::Field;
 use crate::handle::Shared;
 use std::ffi::c_void;
+use std::sync::atomic::Ordering;
 
 /// A QUIC connection.
 ///
@@ -116,6 +117,57 @@ pub extern "C" fn haquic_conn_worker(conn: *const haquic_conn) -> u32 {
     ffi_panic_boundary! {
         let c = try_ref!(conn);
         c.worker as u32
+    }
+}
+
+/// The listener the connection was accepted on (server role) or started
+/// from (client role). Borrowed: valid as long as the caller holds the
+/// connection. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_conn_listener(conn: *const haquic_conn) -> *const super::engine::haquic_listener {
+    ffi_panic_boundary! {
+        let c = try_ref!(conn);
+        super::borrowed_handle::<super::engine::haquic_listener>(&c.listener)
+    }
+}
+
+/// Attaches one pointer-sized value of the host's to the connection (HAProxy
+/// keeps its mux context there), replacing any earlier one. The engine never
+/// dereferences it. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_conn_set_userdata(conn: *const haquic_conn, userdata: *mut c_void) -> haquic_result {
+    ffi_panic_boundary! {
+        let c = try_ref!(conn);
+        c.userdata.store(userdata as usize, Ordering::Release);
+        haquic_result::HAQUIC_OK
+    }
+}
+
+/// The value last given to `haquic_conn_set_userdata`, or NULL. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_conn_userdata(conn: *const haquic_conn) -> *mut c_void {
+    ffi_panic_boundary! {
+        let c = try_ref!(conn);
+        c.userdata.load(Ordering::Acquire) as *mut c_void
+    }
+}
+
+/// Copies our local address of the connection (the listener's, or the
+/// address a connection socket is bound to) into `addr` (room for
+/// `addr_cap` bytes), its length into `*addr_len`.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_conn_local_address(
+    conn: *const haquic_conn,
+    addr: *mut c_void,
+    addr_cap: usize,
+    addr_len: *mut usize,
+) -> haquic_result {
+    ffi_panic_boundary! {
+        let c = try_ref!(conn);
+        let Some(buf) = super::borrow_out_slice(addr as *mut u8, addr_cap) else { return haquic_result::HAQUIC_ERR_NULL };
+        let out_len = try_out!(addr_len);
+        let local = c.info.lock().ok().and_then(|i| i.local).unwrap_or(c.listener.local);
+        super::copy_out(&crate::io::sockaddr_bytes(&local), buf, out_len)
     }
 }
 
@@ -229,6 +281,27 @@ pub extern "C" fn haquic_stream_conn(stream: *const haquic_stream) -> *const haq
     ffi_panic_boundary! {
         let s = try_ref!(stream);
         super::borrowed_handle::<haquic_conn>(&s.conn)
+    }
+}
+
+/// Attaches one pointer-sized value of the host's to the stream (HAProxy
+/// keeps its stream context there), replacing any earlier one. The engine
+/// never dereferences it. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_stream_set_userdata(stream: *const haquic_stream, userdata: *mut c_void) -> haquic_result {
+    ffi_panic_boundary! {
+        let s = try_ref!(stream);
+        s.userdata.store(userdata as usize, Ordering::Release);
+        haquic_result::HAQUIC_OK
+    }
+}
+
+/// The value last given to `haquic_stream_set_userdata`, or NULL. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_stream_userdata(stream: *const haquic_stream) -> *mut c_void {
+    ffi_panic_boundary! {
+        let s = try_ref!(stream);
+        s.userdata.load(Ordering::Acquire) as *mut c_void
     }
 }
 
