@@ -538,8 +538,8 @@ impl Ctx<'_> {
     }
 
     /// Listener shutdowns: GOAWAY to their connections; and once a closed
-    /// listener has no connection left on this worker, its socket is released
-    /// to the host in two phases.
+    /// listener has no connection left on this worker that uses its socket,
+    /// the socket is released to the host in two phases.
     fn tend_listeners(&self, st: &mut WorkerState) {
         let closing: Vec<(u32, bool)> = st
             .lsocks
@@ -548,10 +548,16 @@ impl Ctx<'_> {
             .map(|(id, ls)| (*id, ls.listener.is_shutting_down()))
             .collect();
         for (lid, graceful) in closing {
+            // Only connections that send and receive through the listener's
+            // socket hold it open: those with a connection socket of their
+            // own keep draining after it is gone, so that a reloaded
+            // HAProxy's new process gets every new connection at once.
             let mut open = 0;
             for (id, c) in st.conns.iter_mut() {
                 if c.listener.id == lid {
-                    open += 1;
+                    if c.sock_fd.is_none() {
+                        open += 1;
+                    }
                     if graceful {
                         let _ = c.shutdown();
                         st.dirty.insert(*id);

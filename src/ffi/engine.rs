@@ -333,8 +333,9 @@ pub extern "C" fn haquic_listener_unref(listener: *const haquic_listener) {
 
 /// Stops accepting new connections on the listener; existing ones continue.
 /// With engine-owned sockets, each worker releases its socket to the host
-/// (`HAQUIC_EVENT_FD_RELEASE`) once none of the listener's connections is
-/// left on it.
+/// (`HAQUIC_EVENT_FD_RELEASE`) once none of the listener's connections
+/// that use that socket is left on it (connections with a socket of their
+/// own, `HAQUIC_LISTENER_CONN_SOCKETS`, do not hold it).
 #[unsafe(no_mangle)]
 pub extern "C" fn haquic_listener_close(listener: *const haquic_listener) -> haquic_result {
     ffi_panic_boundary! {
@@ -346,9 +347,11 @@ pub extern "C" fn haquic_listener_close(listener: *const haquic_listener) -> haq
 
 /// Graceful shutdown of one listener (a HAProxy bind line on soft-stop): it
 /// stops accepting, its connections get GOAWAY and finish their in-flight
-/// streams, and once none is left on a worker, that worker's socket is
-/// released to the host (`HAQUIC_EVENT_FD_RELEASE`). Other listeners are not
-/// affected.
+/// streams. Once none that uses the listener's socket is left on a worker
+/// (connections with a socket of their own do not count), that worker's
+/// socket is released to the host (`HAQUIC_EVENT_FD_RELEASE`), so that a
+/// new process bound to the same port gets every new connection. Other
+/// listeners are not affected.
 #[unsafe(no_mangle)]
 pub extern "C" fn haquic_listener_shutdown(listener: *const haquic_listener) -> haquic_result {
     ffi_panic_boundary! {
