@@ -1474,6 +1474,16 @@ enum haquic_result haquic_engine_stats(const struct haquic_engine *engine,
                                        struct haquic_stats *stats);
 
 /**
+ * Copies the counters of the connections accepted on one listener into
+ * `*stats`: `conns_accepted`, `conns_closed`, `conns_open`, `handshakes`,
+ * `requests`, `requests_rejected` and `h3_message_errors`. The datagram
+ * and socket counters are kept per worker only and read 0 here. Any
+ * thread. (HAProxy shows these per bind line and frontend.)
+ */
+enum haquic_result haquic_listener_stats(const struct haquic_listener *listener,
+                                         struct haquic_stats *stats);
+
+/**
  * Copies one worker's counters into `*stats`. Any thread.
  */
 enum haquic_result haquic_worker_stats(const struct haquic_engine *engine,

@@ -315,6 +315,7 @@ impl Conn {
             self.half_open = false;
             self.refresh_due = true;
             counters.inc(&counters.handshakes);
+            self.listener.counters.inc(&self.listener.counters.handshakes);
             {
                 let mut info = self.shared.info.lock().unwrap();
                 info.established = true;
@@ -397,6 +398,7 @@ impl Conn {
                         e.recv_fin_seen = true;
                         if let Err(m) = e.body.finish() {
                             counters.inc(&counters.h3_message_errors);
+                            self.listener.counters.inc(&self.listener.counters.h3_message_errors);
                             log::info!("{} stream {sid}: {}", self.shared.trace_id, m.0);
                             let s = e.shared.clone();
                             self.abort_stream(sid, h3rules::H3_MESSAGE_ERROR);
@@ -462,6 +464,7 @@ impl Conn {
             self.max_request_id = Some(self.max_request_id.map_or(sid, |m| m.max(sid)));
             if self.goaway_sent.is_some_and(|g| sid >= g) {
                 counters.inc(&counters.requests_rejected);
+                self.listener.counters.inc(&self.listener.counters.requests_rejected);
                 self.abort_stream(sid, h3rules::H3_REQUEST_REJECTED);
                 return;
             }
@@ -481,11 +484,13 @@ impl Conn {
                         }
                     }
                     counters.inc(&counters.requests);
+                    self.listener.counters.inc(&self.listener.counters.requests);
                     events.push_back(self.event(EventKind::Request { fields: req.fields, fin: !more_frames }, Some(s)));
                 }
                 Err(m) => {
                     // No stream handle exists yet: reset it quietly.
                     counters.inc(&counters.h3_message_errors);
+                    self.listener.counters.inc(&self.listener.counters.h3_message_errors);
                     log::info!("{} stream {sid}: malformed request: {}", self.shared.trace_id, m.0);
                     self.abort_stream(sid, h3rules::H3_MESSAGE_ERROR);
                 }
@@ -516,6 +521,7 @@ impl Conn {
 
     fn message_error(&mut self, sid: u64, why: &str, events: &mut VecDeque<Event>, counters: &Counters) {
         counters.inc(&counters.h3_message_errors);
+        self.listener.counters.inc(&self.listener.counters.h3_message_errors);
         log::info!("{} stream {sid}: malformed message: {why}", self.shared.trace_id);
         let s = self.streams.get(&sid).map(|e| e.shared.clone());
         self.abort_stream(sid, h3rules::H3_MESSAGE_ERROR);

@@ -66,6 +66,10 @@ pub struct Listener {
     pub conn_sockets: bool,
     closed: AtomicBool,
     shutting_down: AtomicBool,
+    /// The connection-level counters of the connections accepted here
+    /// (handshakes, accepted, closed, requests, refusals, message errors);
+    /// the datagram counters stay per worker.
+    pub counters: crate::engine::stats::Counters,
 }
 
 impl Listener {
@@ -79,6 +83,7 @@ impl Listener {
             conn_sockets,
             closed: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
+            counters: Default::default(),
         }
     }
 

@@ -751,6 +751,7 @@ impl Ctx<'_> {
             attach_qlog(&mut conn, dir);
         }
         c.inc(&c.conns_accepted);
+        conn.listener.counters.inc(&conn.listener.counters.conns_accepted);
         st.half_open += 1;
         if listener_conn_sockets(&conn.listener) {
             match crate::io::UdpSocket::bind_connected(conn.listener.local, d.peer) {
@@ -937,6 +938,7 @@ impl Ctx<'_> {
                 c.add(&c.lost, s.lost as u64);
                 c.add(&c.retransmitted, s.retrans as u64);
                 c.inc(&c.conns_closed);
+                conn.listener.counters.inc(&conn.listener.counters.conns_closed);
                 for cid in &conn.scids {
                     st.by_cid.remove(cid);
                 }

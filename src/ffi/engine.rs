@@ -992,6 +992,19 @@ pub extern "C" fn haquic_engine_stats(engine: *const haquic_engine, stats: *mut 
     }
 }
 
+/// Copies the counters of the connections accepted on one listener into
+/// `*stats`: `conns_accepted`, `conns_closed`, `conns_open`, `handshakes`,
+/// `requests`, `requests_rejected` and `h3_message_errors`. The datagram
+/// and socket counters are kept per worker only and read 0 here. Any
+/// thread. (HAProxy shows these per bind line and frontend.)
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_listener_stats(listener: *const haquic_listener, stats: *mut haquic_stats) -> haquic_result {
+    ffi_panic_boundary! {
+        let l = try_ref!(listener);
+        write_stats(stats, &l.counters.snapshot())
+    }
+}
+
 /// Copies one worker's counters into `*stats`. Any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn haquic_worker_stats(engine: *const haquic_engine, worker: u32, stats: *mut haquic_stats) -> haquic_result {
