@@ -48,6 +48,11 @@
 #define MAX_WORKERS 256
 
 /**
+ * The most certificates one configuration serves by server name.
+ */
+#define MAX_SNI_CERTIFICATES 256
+
+/**
  * Listener flag: the host passes datagrams in and takes them out; the
  * engine binds nothing.
  */
@@ -870,6 +875,33 @@ enum haquic_result haquic_config_load_cert_chain_and_key_pem(const struct haquic
                                                              size_t cert_pem_len,
                                                              const uint8_t *key_pem,
                                                              size_t key_pem_len);
+
+/**
+ * Adds a certificate chain and key, from PEM files, served to clients whose
+ * server name (SNI) matches one of the certificate's names: its DNS subject
+ * alternative names, else its common name (`*.example.com` stands for one
+ * label). The first added certificate that matches wins; the one loaded
+ * with `haquic_config_load_cert_chain_and_key` is served when none does,
+ * or when the client sends no server name. Each certificate goes out with
+ * its own chain. At most 256 can be added (`HAQUIC_ERR_LIMIT`).
+ *
+ * Errors are those of `haquic_config_load_cert_chain_and_key`, plus
+ * `HAQUIC_ERR_BAD_CERTIFICATE` for a certificate that names no server. On
+ * any error the configuration is unchanged.
+ */
+enum haquic_result haquic_config_add_certificate(const struct haquic_config *config,
+                                                 const char *cert_path,
+                                                 const char *key_path);
+
+/**
+ * Like `haquic_config_add_certificate`, from PEM buffers in memory. The
+ * buffers are copied; the caller keeps ownership.
+ */
+enum haquic_result haquic_config_add_certificate_pem(const struct haquic_config *config,
+                                                     const uint8_t *cert_pem,
+                                                     size_t cert_pem_len,
+                                                     const uint8_t *key_pem,
+                                                     size_t key_pem_len);
 
 /**
  * Sets the ALPN protocols, in preference order, from `count` C strings.

@@ -207,11 +207,17 @@ pub fn validate_alpn(protos: &[Vec<u8>]) -> Result<()> {
     Ok(())
 }
 
+/// The most certificates one configuration serves by server name.
+pub const MAX_SNI_CERTIFICATES: usize = 256;
+
 /// The settings themselves, read and written under the config's lock.
 #[derive(Debug, Clone)]
 pub struct ConfigState {
     /// The certificate chain and key; `None` until loaded.
     pub identity: Option<Identity>,
+    /// More certificates, each served to clients whose server name (SNI)
+    /// it matches; `identity` is served otherwise.
+    pub sni_identities: Vec<Identity>,
     /// ALPN protocols offered, in preference order. Defaults to `h3`.
     pub alpn: Vec<Vec<u8>>,
     /// Transport and HTTP/3 limits.
@@ -236,6 +242,7 @@ impl Default for ConfigState {
     fn default() -> ConfigState {
         ConfigState {
             identity: None,
+            sni_identities: Vec::new(),
             alpn: vec![b"h3".to_vec()],
             limits: Limits::default(),
             cc: CcAlgorithm::Cubic,
@@ -357,6 +364,32 @@ impl Config {
     pub fn load_cert_chain_and_key_pem(&self, cert: &[u8], key: &[u8]) -> Result<()> {
         self.update(|s| {
             s.identity = Some(Identity::from_pem(cert, key)?);
+            Ok(())
+        })
+    }
+
+    /// Adds a certificate chain and key (PEM files, or PEM buffers when
+    /// `pem` is given) served by server name, up to `MAX_SNI_CERTIFICATES`.
+    pub fn add_sni_certificate(&self, files: Option<(&Path, &Path)>, pem: Option<(&[u8], &[u8])>) -> Result<()> {
+        self.update(|s| {
+            if s.sni_identities.len() >= MAX_SNI_CERTIFICATES {
+                return Err(Error::new(
+                    haquic_result::HAQUIC_ERR_LIMIT,
+                    format!("at most {MAX_SNI_CERTIFICATES} certificates can be served by server name"),
+                ));
+            }
+            let id = match (files, pem) {
+                (Some((c, k)), _) => Identity::from_files(c, k)?,
+                (None, Some((c, k))) => Identity::from_pem(c, k)?,
+                (None, None) => return Err(Error::new(haquic_result::HAQUIC_ERR_INVALID_ARGUMENT, "no certificate given")),
+            };
+            if id.names().is_empty() {
+                return Err(Error::new(
+                    haquic_result::HAQUIC_ERR_BAD_CERTIFICATE,
+                    format!("certificate {} names no server (no DNS subject alternative name or common name)", id.cert_source),
+                ));
+            }
+            s.sni_identities.push(id);
             Ok(())
         })
     }
@@ -512,7 +545,7 @@ impl Config {
         self.check()?;
         let s = self.snapshot()?;
         let id = s.identity.as_ref().expect("checked above");
-        let tls = id.ssl_context_builder()?;
+        let tls = id.sni_context_builder(&s.sni_identities)?;
         let q = |e: quiche::Error| Error::new(haquic_result::HAQUIC_ERR_TLS, format!("quiche: {e}"));
         let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls).map_err(q)?;
         let alpn: Vec<&[u8]> = s.alpn.iter().map(|p| p.as_slice()).collect();

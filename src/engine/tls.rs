@@ -155,6 +155,75 @@ impl Identity {
 
     /// A TLS 1.3 context builder carrying this identity, ready for quiche.
     pub fn ssl_context_builder(&self) -> Result<SslContextBuilder> {
+        self.context_builder(true)
+    }
+
+    /// The server names this identity answers for, lowercased: its DNS
+    /// subject alternative names, else its common name.
+    pub fn names(&self) -> Vec<String> {
+        let leaf = &self.chain[0];
+        let mut names: Vec<String> = leaf
+            .subject_alt_names()
+            .map(|sans| sans.iter().filter_map(|g| g.dnsname().map(|d| d.to_ascii_lowercase())).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            names = leaf
+                .subject_name()
+                .entries_by_nid(boring::nid::Nid::COMMONNAME)
+                .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_ascii_lowercase()))
+                .collect();
+        }
+        names
+    }
+
+    /// Whether this identity answers for server name `host`: an exact name
+    /// (case-insensitive), or a `*.` wildcard standing for one label.
+    pub fn serves(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.names().iter().any(|n| match n.strip_prefix("*.") {
+            Some(suffix) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => *n == host,
+        })
+    }
+
+    /// Installs this identity on one connection's TLS object, from the
+    /// server-name callback.
+    fn install(&self, ssl: &mut boring::ssl::SslRef) -> std::result::Result<(), boring::error::ErrorStack> {
+        ssl.set_certificate(&self.chain[0])?;
+        ssl.set_private_key(&self.key)?;
+        for extra in &self.chain[1..] {
+            ssl.add_chain_cert(extra)?;
+        }
+        Ok(())
+    }
+
+    /// A context builder serving `self` by default and each of `by_name` to
+    /// clients whose server name it matches (first match wins). The chain
+    /// is installed per connection, once the server name is known, so that
+    /// each certificate goes out with its own intermediates.
+    pub fn sni_context_builder(&self, by_name: &[Identity]) -> Result<SslContextBuilder> {
+        if by_name.is_empty() {
+            return self.context_builder(true);
+        }
+        let mut b = self.context_builder(false)?;
+        let default = self.clone();
+        let by_name: Vec<Identity> = by_name.to_vec();
+        b.set_servername_callback(move |ssl, alert| {
+            let chosen = ssl
+                .servername(boring::ssl::NameType::HOST_NAME)
+                .and_then(|host| by_name.iter().find(|id| id.serves(host)))
+                .unwrap_or(&default);
+            chosen.install(ssl).map_err(|_| {
+                *alert = boring::ssl::SslAlert::INTERNAL_ERROR;
+                boring::ssl::SniError::ALERT_FATAL
+            })
+        });
+        Ok(b)
+    }
+
+    fn context_builder(&self, with_chain: bool) -> Result<SslContextBuilder> {
         let tls = |what: &str, e: boring::error::ErrorStack| {
             Error::new(
                 haquic_result::HAQUIC_ERR_TLS,
@@ -163,7 +232,7 @@ impl Identity {
         };
         let mut b = SslContextBuilder::new(SslMethod::tls()).map_err(|e| tls("TLS context", e))?;
         b.set_certificate(&self.chain[0]).map_err(|e| tls("installing the certificate", e))?;
-        for extra in &self.chain[1..] {
+        for extra in self.chain[1..].iter().filter(|_| with_chain) {
             b.add_extra_chain_cert(extra.clone()).map_err(|e| tls("adding a chain certificate", e))?;
         }
         b.set_private_key(&self.key).map_err(|e| tls("installing the private key", e))?;
@@ -267,4 +336,22 @@ mod tests {
         assert_eq!(id.subject(), "CN=combined");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn serves_exact_names_and_one_label_wildcards() {
+        let (cert, key) = super::tests_support::self_signed("www.example.com");
+        let id = Identity::from_pem(&cert, &key).unwrap();
+        assert_eq!(id.names(), vec!["www.example.com".to_string()]);
+        assert!(id.serves("www.example.com"));
+        assert!(id.serves("WWW.Example.COM."));
+        assert!(!id.serves("example.com"));
+        assert!(!id.serves("a.www.example.com"));
+        let (cert, key) = super::tests_support::self_signed("*.example.com");
+        let wild = Identity::from_pem(&cert, &key).unwrap();
+        assert!(wild.serves("a.example.com"));
+        assert!(!wild.serves("a.b.example.com"));
+        assert!(!wild.serves("example.com"));
+        assert!(!wild.serves(".example.com"));
+    }
+
 }

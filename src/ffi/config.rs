@@ -239,6 +239,49 @@ pub extern "C" fn haquic_config_load_cert_chain_and_key_pem(
     }
 }
 
+/// Adds a certificate chain and key, from PEM files, served to clients whose
+/// server name (SNI) matches one of the certificate's names: its DNS subject
+/// alternative names, else its common name (`*.example.com` stands for one
+/// label). The first added certificate that matches wins; the one loaded
+/// with `haquic_config_load_cert_chain_and_key` is served when none does,
+/// or when the client sends no server name. Each certificate goes out with
+/// its own chain. At most 256 can be added (`HAQUIC_ERR_LIMIT`).
+///
+/// Errors are those of `haquic_config_load_cert_chain_and_key`, plus
+/// `HAQUIC_ERR_BAD_CERTIFICATE` for a certificate that names no server. On
+/// any error the configuration is unchanged.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_config_add_certificate(
+    config: *const haquic_config,
+    cert_path: *const c_char,
+    key_path: *const c_char,
+) -> haquic_result {
+    ffi_panic_boundary! {
+        let cfg = try_ref!(config);
+        let Some(cert) = super::borrow_cstr(cert_path) else { return null_arg(cfg, "cert_path") };
+        let Some(key) = super::borrow_cstr(key_path) else { return null_arg(cfg, "key_path") };
+        finish(cfg, cfg.add_sni_certificate(Some((path_of(cert), path_of(key))), None))
+    }
+}
+
+/// Like `haquic_config_add_certificate`, from PEM buffers in memory. The
+/// buffers are copied; the caller keeps ownership.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_config_add_certificate_pem(
+    config: *const haquic_config,
+    cert_pem: *const u8,
+    cert_pem_len: usize,
+    key_pem: *const u8,
+    key_pem_len: usize,
+) -> haquic_result {
+    ffi_panic_boundary! {
+        let cfg = try_ref!(config);
+        let Some(cert) = super::borrow_slice(cert_pem, cert_pem_len) else { return null_arg(cfg, "cert_pem") };
+        let Some(key) = super::borrow_slice(key_pem, key_pem_len) else { return null_arg(cfg, "key_pem") };
+        finish(cfg, cfg.add_sni_certificate(None, Some((cert, key))))
+    }
+}
+
 /// Sets the ALPN protocols, in preference order, from `count` C strings.
 ///
 /// 1 to 16 protocols, each 1 to 255 printable ASCII bytes; otherwise
