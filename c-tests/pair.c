@@ -259,6 +259,8 @@ static void server_events(struct pair *p, uint32_t w)
 
 	HAQUIC_EVENT_INIT(&ev);
 	while (haquic_worker_poll(p->srv, w, &ev) == HAQUIC_OK) {
+		if (p->srv_hook)
+			p->srv_hook(p, w, &ev);
 		switch (ev.kind) {
 		case HAQUIC_EVENT_REQUEST:
 			app_request(p, &ev);
@@ -364,6 +366,8 @@ static void client_events(struct pair *p)
 
 	HAQUIC_EVENT_INIT(&ev);
 	while (haquic_worker_poll(p->cli, 0, &ev) == HAQUIC_OK) {
+		if (p->cli_hook)
+			p->cli_hook(p, &ev);
 		switch (ev.kind) {
 		case HAQUIC_EVENT_CONN_ESTABLISHED:
 			p->established = 1;
@@ -409,6 +413,12 @@ static void client_events(struct pair *p)
 
 int pair_request(struct pair *p, const char *method, const char *path, const unsigned char *upload, size_t upload_len)
 {
+	return pair_request_on(p, p->conn, method, path, upload, upload_len);
+}
+
+int pair_request_on(struct pair *p, const haquic_conn *conn, const char *method, const char *path,
+                    const unsigned char *upload, size_t upload_len)
+{
 	haquic_header h[4] = {
 		{ (const uint8_t *)":method", 7, (const uint8_t *)method, strlen(method) },
 		{ (const uint8_t *)":scheme", 7, (const uint8_t *)"https", 5 },
@@ -420,7 +430,7 @@ int pair_request(struct pair *p, const char *method, const char *path, const uns
 	if (p->ncs >= APP_MAX_STREAMS)
 		return -1;
 	c = &p->cs[p->ncs];
-	if (haquic_conn_send_request(p->conn, h, 4, upload == NULL, &c->s) != HAQUIC_OK)
+	if (haquic_conn_send_request(conn, h, 4, upload == NULL, &c->s) != HAQUIC_OK)
 		return -1;
 	c->upload = upload;
 	c->upload_len = upload_len;

@@ -59,6 +59,11 @@ struct pair {
 	/* relay mode: the client is host-fed, its datagrams cross real UDP
 	 * through relay socket relay_cur (switching it is a NAT rebinding) */
 	int relay, relay_fd[2], relay_cur;
+	/* optional observers: each server (client) event is shown to srv_hook
+	 * (cli_hook) before the pair handles it; hook_arg is the test's */
+	void (*srv_hook)(struct pair *p, uint32_t worker, const haquic_event *ev);
+	void (*cli_hook)(struct pair *p, const haquic_event *ev);
+	void *hook_arg;
 };
 
 #define PAIR_SOCKETS 1       /* engine-owned sockets on both sides */
@@ -93,6 +98,9 @@ void pair_free(struct pair *p);
 /* Sends a request (GET when upload is NULL); returns the client stream index
  * or -1. */
 int pair_request(struct pair *p, const char *method, const char *path, const unsigned char *upload, size_t upload_len);
+/* Same, on another client connection of the pair's client engine. */
+int pair_request_on(struct pair *p, const haquic_conn *conn, const char *method, const char *path,
+                    const unsigned char *upload, size_t upload_len);
 
 /* Fills a buffer with the test pattern. */
 void pattern_fill(unsigned char *buf, size_t len, uint64_t offset);
