@@ -59,5 +59,6 @@ extern const struct test_case misc_tests[];
 extern const struct test_case coexist_tests[];
 extern const struct test_case engine_tests[];
 extern const struct test_case thread_tests[];
+extern const struct test_case hostapi_tests[];
 
 #endif
