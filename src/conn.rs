@@ -21,7 +21,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Bounds of the wait between queueing a GOAWAY and a graceful close.
+const GOAWAY_LINGER_MIN: Duration = Duration::from_millis(10);
+const GOAWAY_LINGER_MAX: Duration = Duration::from_millis(500);
 
 /// Snapshot of a connection for queries from any thread.
 #[derive(Debug, Clone, Default)]
@@ -137,6 +141,10 @@ pub struct Conn {
     goaway_sent: Option<u64>,
     /// The GOAWAY frame could not be queued yet (congestion window full).
     goaway_pending: bool,
+    /// A graceful close waits until then after queueing the GOAWAY, so
+    /// that the frame leaves (and likely arrives) before CONNECTION_CLOSE:
+    /// quiche sends no stream data once closing.
+    goaway_linger_until: Option<Instant>,
     /// Highest client-initiated bidirectional stream id seen.
     max_request_id: Option<u64>,
     close_when_drained: bool,
@@ -233,6 +241,7 @@ impl Conn {
             scids: Vec::new(),
             goaway_sent: None,
             goaway_pending: false,
+            goaway_linger_until: None,
             max_request_id: None,
             close_when_drained: false,
             timeout_at: None,
@@ -332,6 +341,7 @@ impl Conn {
         self.lingering.retain(|&sid| !matches!(q.stream_capacity(sid), Err(quiche::Error::InvalidStreamState(_))));
         if self.close_when_drained
             && !self.goaway_pending
+            && self.goaway_linger_until.is_none_or(|t| Instant::now() >= t)
             && self.streams.is_empty()
             && self.lingering.is_empty()
             && !self.q.is_closed()
@@ -626,6 +636,8 @@ impl Conn {
             info.cwnd = Some(p.cwnd);
             if info.peer.is_none() {
                 info.peer = Some(p.peer_addr);
+            }
+            if info.local.is_none() {
                 info.local = Some(p.local_addr);
             }
         }
@@ -806,6 +818,12 @@ impl Conn {
         Ok(s)
     }
 
+    /// A deadline of the connection's own, besides quiche's timers: the end
+    /// of the GOAWAY linger of a graceful close.
+    pub fn own_deadline(&self) -> Option<Instant> {
+        self.goaway_linger_until.filter(|_| self.close_when_drained && !self.q.is_closed())
+    }
+
     /// Starts a graceful shutdown: GOAWAY now, close once the streams in
     /// flight have finished. New requests are refused with
     /// H3_REQUEST_REJECTED.
@@ -829,7 +847,13 @@ impl Conn {
         let (Some(id), true) = (self.goaway_sent, self.goaway_pending) else { return };
         let Some(h3) = self.h3.as_mut() else { return };
         match h3.send_goaway(&mut self.q, id) {
-            Ok(()) => self.goaway_pending = false,
+            Ok(()) => {
+                self.goaway_pending = false;
+                // about one round trip and a half for the frame to arrive
+                let rtt = self.q.path_stats().next().map_or(Duration::from_millis(20), |p| p.rtt);
+                let linger = (rtt * 3 / 2).clamp(GOAWAY_LINGER_MIN, GOAWAY_LINGER_MAX);
+                self.goaway_linger_until = Some(Instant::now() + linger);
+            }
             Err(quiche::h3::Error::StreamBlocked) | Err(quiche::h3::Error::Done) => {}
             Err(e) => {
                 log::info!("{} GOAWAY failed: {e}", self.shared.trace_id);

@@ -758,7 +758,16 @@ impl Ctx<'_> {
                 Ok(sock) => {
                     let (fd, generation) = (sock.fd(), sock.generation);
                     c.inc(&c.conn_sockets_opened);
-                    let local = sock.local_addr().unwrap_or(conn.listener.local);
+                    // Datagrams read on the connection's socket are reported
+                    // at the address its path was created with (the
+                    // listener's, possibly a wildcard), or quiche would see
+                    // a new path and the connection would "migrate" away
+                    // from its own socket. Its real address is what
+                    // haquic_conn_local_address reports.
+                    let local = d.local;
+                    if let Ok(real) = sock.local_addr() {
+                        conn.shared.info.lock().unwrap().local = Some(real);
+                    }
                     let listener = conn.listener.clone();
                     st.conn_socks.insert(fd, ConnSock { sock, listener, local, ready: false, releasing: false });
                     conn.sock_fd = Some(fd);
@@ -828,6 +837,7 @@ impl Ctx<'_> {
         }
         let shared = conn.shared.clone();
         self.counters().inc(&self.counters().conns_accepted);
+        conn.listener.counters.inc(&conn.listener.counters.conns_accepted);
         st.conns.insert(id, Box::new(conn));
         st.register_cid(scid_bytes.to_vec(), id);
         st.dirty.insert(id);
@@ -924,7 +934,7 @@ impl Ctx<'_> {
                     st.release_conn_socket(fd, Some(conn.shared.clone()));
                 }
             }
-            conn.timeout_at = conn.q.timeout().map(|d| now + d);
+            conn.timeout_at = [conn.q.timeout().map(|d| now + d), conn.own_deadline()].into_iter().flatten().min();
             if conn.q.is_closed() {
                 if let Some(fd) = conn.sock_fd.take() {
                     st.release_conn_socket(fd, Some(conn.shared.clone()));
