@@ -38,7 +38,7 @@ STAGE_TEST    := $(BUILD)/lib/test
 C_WARN      := -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
 C_SANITIZE  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 C_TEST_SRCS := c-tests/runner.c c-tests/common.c c-tests/pair.c c-tests/test_config.c c-tests/test_misc.c \
-	c-tests/test_coexist.c c-tests/test_engine.c c-tests/test_hostapi.c c-tests/mt.c c-tests/test_threads.c
+	c-tests/test_coexist.c c-tests/test_engine.c c-tests/test_hostapi.c c-tests/test_regress.c c-tests/mt.c c-tests/test_threads.c
 C_TEST_HDRS := c-tests/common.h c-tests/pair.h c-tests/mt.h include/haquic.h
 RUST_SRCS   := $(shell find src -name '*.rs') build.rs Cargo.toml cbindgen.toml haquic.map
 

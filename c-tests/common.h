@@ -60,5 +60,6 @@ extern const struct test_case coexist_tests[];
 extern const struct test_case engine_tests[];
 extern const struct test_case thread_tests[];
 extern const struct test_case hostapi_tests[];
+extern const struct test_case regress_tests[];
 
 #endif

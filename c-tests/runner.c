@@ -15,7 +15,7 @@
 #include "common.h"
 
 static const struct test_case *const suites[] = {
-	config_tests, misc_tests, coexist_tests, engine_tests, hostapi_tests, thread_tests,
+	config_tests, misc_tests, coexist_tests, engine_tests, hostapi_tests, regress_tests, thread_tests,
 };
 
 static int selected(const char *name, int argc, char **argv)
