@@ -7,6 +7,8 @@
  *   the same pass; quiche sends no stream data once closing, so the client
  *   saw CONN_CLOSED without a GOAWAY, and a request crossing the GOAWAY was
  *   never refused with H3_REQUEST_REJECTED.
+ * - A client connection (haquic_worker_connect) was not counted in its
+ *   listener's conns_accepted, so conns_open read 0 there.
  *
  * Each test fails against the library before that commit.
  */
@@ -313,11 +315,97 @@ static int regress_idle_goaway_engine_shutdown_crossing_request(void)
 	return idle_goaway_case(VIA_ENGINE, 1);
 }
 
+/* ---- 2. client connections on their listener's statistics --------------------- */
+
+#define CHECK_COUNTS(st, acc, closed) do { \
+	if ((st).conns_accepted != (acc) || (st).conns_closed != (closed) || \
+	    (st).conns_open != (uint64_t)(acc) - (closed)) \
+		FAILF("%s: accepted %llu closed %llu open %llu; expected %d %d %d", #st, \
+		      (unsigned long long)(st).conns_accepted, (unsigned long long)(st).conns_closed, \
+		      (unsigned long long)(st).conns_open, (acc), (closed), (acc) - (closed)); \
+} while (0)
+
+/* Two client connections started from one client listener, then closed
+ * one by one (by the client, then by the server): the listener counts each
+ * start in conns_accepted, and conns_open = accepted - closed throughout,
+ * as the client engine's own counters do. */
+static int regress_client_conn_counted_on_listener(void)
+{
+	struct pair p;
+	struct regress_state h;
+	const haquic_conn *c2 = NULL;
+	haquic_stats ls, es, ss;
+	int i, j, rc = 1;
+
+	regress_init(&h);
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	p.srv_hook = regress_srv_hook;
+	p.hook_arg = &h;
+
+	listener_stats_of(p.cl, &ls);
+	CHECK_COUNTS(ls, 0, 0);
+	CHECK(pair_connect(&p) == 0);
+	/* counted as soon as it is started */
+	listener_stats_of(p.cl, &ls);
+	engine_stats_of(p.cli, &es);
+	CHECK_COUNTS(ls, 1, 0);
+	CHECK_COUNTS(es, 1, 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	i = pair_request(&p, "GET", "/", NULL, 0);
+	CHECK(i >= 0 && PAIR_UNTIL(&p, p.cs[i].fin, 5000));
+
+	CHECK_RESULT(haquic_worker_connect(p.cli, 0, p.cl, &p.saddr, sizeof(p.saddr), "haquic.test", &c2), HAQUIC_OK);
+	CHECK(haquic_conn_listener(c2) == p.cl);
+	listener_stats_of(p.cl, &ls);
+	engine_stats_of(p.cli, &es);
+	CHECK_COUNTS(ls, 2, 0);
+	CHECK_COUNTS(es, 2, 0);
+	j = pair_request_on(&p, c2, "GET", "/size/1000", NULL, 0);
+	if (j < 0) {
+		/* requests can go once it is established */
+		CHECK(PAIR_UNTIL(&p, (j = pair_request_on(&p, c2, "GET", "/size/1000", NULL, 0)) >= 0, 5000));
+	}
+	CHECK(PAIR_UNTIL(&p, p.cs[j].fin, 5000));
+	CHECK(p.cs[j].status == 200 && p.cs[j].body_len == 1000);
+	listener_stats_of(p.cl, &ls);
+	CHECK_COUNTS(ls, 2, 0);
+	CHECK(ls.handshakes == 2);
+	/* the server's listener is not the client's: its counts are its own */
+	listener_stats_of(p.sl, &ss);
+	CHECK_COUNTS(ss, 2, 0);
+
+	/* the client closes the first */
+	CHECK_RESULT(haquic_conn_close(p.conn, H3_NO_ERROR, NULL, 0), HAQUIC_OK);
+	CHECK(PAIR_UNTIL(&p, haquic_conn_is_closed(p.conn) && p.srv_closed == 1, 10000));
+	CHECK(PAIR_UNTIL(&p, (listener_stats_of(p.cl, &ls), ls.conns_closed == 1), 5000));
+	engine_stats_of(p.cli, &es);
+	CHECK_COUNTS(ls, 2, 1);
+	CHECK_COUNTS(es, 2, 1);
+	CHECK(!haquic_conn_is_closed(c2));
+
+	/* the server closes the second */
+	CHECK_RESULT(haquic_engine_shutdown(p.srv), HAQUIC_OK);
+	CHECK(PAIR_UNTIL(&p, haquic_conn_is_closed(c2), 10000));
+	CHECK(PAIR_UNTIL(&p, (listener_stats_of(p.cl, &ls), ls.conns_closed == 2), 5000));
+	engine_stats_of(p.cli, &es);
+	CHECK_COUNTS(ls, 2, 2);
+	CHECK_COUNTS(es, 2, 2);
+	CHECK(ls.handshakes == 2);
+	CHECK(h.errors == 0);
+	rc = 0;
+cleanup:
+	haquic_conn_unref(c2);
+	haquic_conn_unref(h.srv_conn);
+	pair_free(&p);
+	return rc;
+}
+
 const struct test_case regress_tests[] = {
 	{ "regress_idle_goaway_listener_shutdown", regress_idle_goaway_listener_shutdown },
 	{ "regress_idle_goaway_engine_shutdown", regress_idle_goaway_engine_shutdown },
 	{ "regress_idle_goaway_conn_shutdown", regress_idle_goaway_conn_shutdown },
 	{ "regress_idle_goaway_listener_shutdown_crossing_request", regress_idle_goaway_listener_shutdown_crossing_request },
 	{ "regress_idle_goaway_engine_shutdown_crossing_request", regress_idle_goaway_engine_shutdown_crossing_request },
+	{ "regress_client_conn_counted_on_listener", regress_client_conn_counted_on_listener },
 	{ NULL, NULL },
 };
