@@ -9,6 +9,10 @@
  *   never refused with H3_REQUEST_REJECTED.
  * - A client connection (haquic_worker_connect) was not counted in its
  *   listener's conns_accepted, so conns_open read 0 there.
+ * - With a wildcard bind (0.0.0.0) and HAQUIC_LISTENER_CONN_SOCKETS, the
+ *   datagrams read on a connection's own socket looked like a new path to
+ *   quiche: the connection "migrated" back to the listener's socket and gave
+ *   its own up, and haquic_conn_local_address answered 0.0.0.0.
  *
  * Each test fails against the library before that commit.
  */
@@ -400,6 +404,142 @@ cleanup:
 	return rc;
 }
 
+/* ---- 3. per-connection sockets on a wildcard bind ------------------------------- */
+
+static int addr_is(const void *a, size_t alen, const char *ip, uint16_t port)
+{
+	const struct sockaddr_in *x = a;
+	struct in_addr want;
+
+	inet_pton(AF_INET, ip, &want);
+	return alen == sizeof(*x) && x->sin_family == AF_INET && x->sin_addr.s_addr == want.s_addr &&
+	       ntohs(x->sin_port) == port;
+}
+
+static const char *addr_str(const void *a, char *buf, size_t cap)
+{
+	const struct sockaddr_in *x = a;
+	char ip[INET_ADDRSTRLEN] = "?";
+
+	inet_ntop(AF_INET, &x->sin_addr, ip, sizeof(ip));
+	snprintf(buf, cap, "%s:%u", ip, ntohs(x->sin_port));
+	return buf;
+}
+
+/*
+ * A server listener on 0.0.0.0, port 0, with HAQUIC_LISTENER_CONN_SOCKETS;
+ * the client connects to 127.0.0.1:<its port> and completes several
+ * requests (downloads, uploads). The connection keeps its own socket all
+ * along: no migration, no fallback to the listener's socket, no socket
+ * released before it closes; and its local address is the concrete one its
+ * socket is bound to, 127.0.0.1:<port>, not the wildcard.
+ */
+static int regress_wildcard_conn_sockets(void)
+{
+	struct pair p;
+	struct regress_state h;
+	const haquic_listener *wl = NULL;
+	struct sockaddr_in any, dst;
+	struct sockaddr_storage ss, own;
+	socklen_t own_len = sizeof(own);
+	haquic_conn_stats cst;
+	haquic_stats es, ls;
+	uint64_t released0;
+	size_t len = 0, up = 60000;
+	unsigned char *body = malloc(up);
+	uint16_t port;
+	char t[64];
+	int k[6], rc = 1;
+
+	regress_init(&h);
+	CHECK(body != NULL);
+	pattern_fill(body, up, 7);
+	CHECK(pair_init_mode(&p, 1, NULL, PAIR_SOCKETS | PAIR_CONN_SOCKETS) == 0);
+	p.srv_hook = regress_srv_hook;
+	p.hook_arg = &h;
+
+	memset(&any, 0, sizeof(any));
+	any.sin_family = AF_INET;
+	any.sin_addr.s_addr = htonl(INADDR_ANY);
+	CHECK_RESULT(haquic_listener_new(p.srv, NULL, &any, sizeof(any), HAQUIC_LISTENER_CONN_SOCKETS, &wl), HAQUIC_OK);
+	CHECK_RESULT(haquic_listener_address(wl, &ss, sizeof(ss), &len), HAQUIC_OK);
+	port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	CHECK(port != 0 && addr_is(&ss, len, "0.0.0.0", port));
+	memset(&dst, 0, sizeof(dst));
+	dst.sin_family = AF_INET;
+	dst.sin_port = htons(port);
+	dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+	CHECK_RESULT(haquic_worker_connect(p.cli, 0, p.cl, &dst, sizeof(dst), "haquic.test", &p.conn), HAQUIC_OK);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	CHECK(PAIR_UNTIL(&p, h.conn_fd_registered == 1, 5000));
+	engine_stats_of(p.srv, &es);
+	released0 = es.fds_released;
+	CHECK(released0 == 0);
+
+	/* several requests, one after the other and at once */
+	k[0] = pair_request(&p, "GET", "/", NULL, 0);
+	CHECK(k[0] >= 0 && PAIR_UNTIL(&p, p.cs[k[0]].fin, 5000));
+	k[1] = pair_request(&p, "GET", "/size/300000", NULL, 0);
+	CHECK(k[1] >= 0 && PAIR_UNTIL(&p, p.cs[k[1]].fin, 10000));
+	k[2] = pair_request(&p, "POST", "/echo", body, up);
+	CHECK(k[2] >= 0 && PAIR_UNTIL(&p, p.cs[k[2]].fin, 10000));
+	k[3] = pair_request(&p, "GET", "/size/100000", NULL, 0);
+	k[4] = pair_request(&p, "GET", "/", NULL, 0);
+	k[5] = pair_request(&p, "GET", "/size/20000", NULL, 0);
+	CHECK(k[3] >= 0 && k[4] >= 0 && k[5] >= 0);
+	CHECK(PAIR_UNTIL(&p, p.cs[k[3]].fin && p.cs[k[4]].fin && p.cs[k[5]].fin, 10000));
+	for (int i = 0; i < 6; i++)
+		CHECK(p.cs[k[i]].status == 200 && !p.cs[k[i]].reset);
+	CHECK(p.cs[k[0]].body_len == 5 && p.cs[k[4]].body_len == 5);
+	CHECK(p.cs[k[1]].body_len == 300000 && p.cs[k[3]].body_len == 100000 && p.cs[k[5]].body_len == 20000);
+	CHECK(p.cs[k[2]].body_len == up && memcmp(p.cs[k[2]].body, body, up) == 0);
+	CHECK(h.srv_requests == 6 && h.srv_conn != NULL);
+	CHECK(haquic_conn_listener(h.srv_conn) == wl);
+
+	/* the connection stayed on its own socket */
+	HAQUIC_CONN_STATS_INIT(&cst);
+	CHECK_RESULT(haquic_conn_get_stats(h.srv_conn, &cst), HAQUIC_OK);
+	if (cst.migrations != 0)
+		FAILF("server connection: %llu migration(s)", (unsigned long long)cst.migrations);
+	engine_stats_of(p.srv, &es);
+	if (es.migrations != 0 || es.conn_socket_fallbacks != 0 || es.conn_sockets_opened != 1 ||
+	    es.fds_released != released0)
+		FAILF("engine: migrations %llu, conn socket fallbacks %llu, opened %llu, fds released %llu (was %llu)",
+		      (unsigned long long)es.migrations, (unsigned long long)es.conn_socket_fallbacks,
+		      (unsigned long long)es.conn_sockets_opened, (unsigned long long)es.fds_released,
+		      (unsigned long long)released0);
+	CHECK(h.conn_fd_released == 0 && p.fd_released == 0);
+	CHECK(!haquic_conn_is_closed(h.srv_conn));
+
+	/* its local address is its socket's, concrete */
+	CHECK_RESULT(haquic_conn_local_address(h.srv_conn, &ss, sizeof(ss), &len), HAQUIC_OK);
+	if (!addr_is(&ss, len, "127.0.0.1", port))
+		FAILF("server connection's local address %s, expected 127.0.0.1:%u", addr_str(&ss, t, sizeof(t)), port);
+	CHECK(h.conn_fd >= 0);
+	CHECK(getsockname(h.conn_fd, (struct sockaddr *)&own, &own_len) == 0);
+	CHECK(addr_is(&own, own_len, "127.0.0.1", port));
+	CHECK_RESULT(haquic_conn_peer_address(h.srv_conn, &ss, sizeof(ss), &len), HAQUIC_OK);
+	CHECK(addr_is(&ss, len, "127.0.0.1", ntohs(p.caddr.sin_port)));
+	listener_stats_of(wl, &ls);
+	CHECK(ls.conns_accepted == 1 && ls.conns_open == 1 && ls.requests == 6);
+
+	/* closed, it gives its own socket back, and only then */
+	CHECK_RESULT(haquic_conn_close(p.conn, H3_NO_ERROR, NULL, 0), HAQUIC_OK);
+	CHECK(PAIR_UNTIL(&p, p.srv_closed == 1, 10000));
+	CHECK(PAIR_UNTIL(&p, h.conn_fd_released == 1 && p.fd_released == 1, 5000));
+	engine_stats_of(p.srv, &es);
+	CHECK(es.fds_released == released0 + 1 && es.migrations == 0 && es.conn_socket_fallbacks == 0);
+	CHECK(h.errors == 0);
+	rc = 0;
+cleanup:
+	haquic_conn_unref(h.srv_conn);
+	haquic_listener_unref(wl);
+	free(body);
+	pair_free(&p);
+	return rc;
+}
+
 const struct test_case regress_tests[] = {
 	{ "regress_idle_goaway_listener_shutdown", regress_idle_goaway_listener_shutdown },
 	{ "regress_idle_goaway_engine_shutdown", regress_idle_goaway_engine_shutdown },
@@ -407,5 +547,6 @@ const struct test_case regress_tests[] = {
 	{ "regress_idle_goaway_listener_shutdown_crossing_request", regress_idle_goaway_listener_shutdown_crossing_request },
 	{ "regress_idle_goaway_engine_shutdown_crossing_request", regress_idle_goaway_engine_shutdown_crossing_request },
 	{ "regress_client_conn_counted_on_listener", regress_client_conn_counted_on_listener },
+	{ "regress_wildcard_conn_sockets", regress_wildcard_conn_sockets },
 	{ NULL, NULL },
 };
