@@ -153,7 +153,7 @@ class _Collector:
 def easy(url: str, method: str = "GET", body: bytes | Upload | None = None,
          headers: list[str] | tuple = (), resolve: list[str] | tuple = (),
          cainfo=CA_FILE, verify: bool = True, timeout: float = 60.0, keep: bool | int = True,
-         accept_encoding: str | None = None, low_speed: bool = True, curves: str | None = None):
+         accept_encoding: str | None = None, low_speed: float = 15, curves: str | None = None):
     """A configured Curl handle and its collector (see fetch())."""
     res = Result(url)
     col = _Collector(res, keep)
@@ -172,12 +172,13 @@ def easy(url: str, method: str = "GET", body: bytes | Upload | None = None,
     c.setopt(pycurl.WRITEFUNCTION, col.write)
     c.setopt(pycurl.HEADERFUNCTION, col.header)
     c.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
-    c.setopt(pycurl.CONNECTTIMEOUT, 10)
+    c.setopt(pycurl.CONNECTTIMEOUT_MS, int(min(10.0, timeout) * 1000))
     c.setopt(pycurl.NOSIGNAL, 1)
     if low_speed:
-        # a stalled transfer fails in 15 s instead of waiting for TIMEOUT
+        # a stalled transfer fails after low_speed seconds without a byte
+        # instead of waiting for TIMEOUT
         c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        c.setopt(pycurl.LOW_SPEED_TIME, 15)
+        c.setopt(pycurl.LOW_SPEED_TIME, max(1, int(low_speed)))
     if accept_encoding is not None:
         # raw bytes: libcurl does not decode them, the test does
         c.setopt(pycurl.HTTP_CONTENT_DECODING, 0)
