@@ -167,6 +167,7 @@ check-header: $(RELEASE_A)
 include mk/interop.mk
 include mk/bench.mk
 include mk/haproxy.mk
+include mk/e2e.mk
 
 # ---- install -----------------------------------------------------------------
 
