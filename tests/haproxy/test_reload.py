@@ -100,6 +100,11 @@ def test_reload_under_load(binary, make_haproxy):
     threads.append(threading.Thread(target=aq_loop, args=(h, t, stop, aq_tally, deadline), daemon=True))
     for th in threads:
         th.start()
+    # Old processes must leave by themselves, once drained: before
+    # hard-stop-after (30s) in any case. The rust flavour within 10s; stock
+    # keeps a process alive as long as a connection it left stalled (see
+    # below) is open, so until the client gives up on it.
+    exit_limit = 10 if binary.flavour == "rust" else 25
     exits = []
     try:
         time.sleep(1.0)
@@ -108,7 +113,7 @@ def test_reload_under_load(binary, make_haproxy):
             before = (curl_tally.ok, aq_tally.ok)
             h.reload(wait_old=None)
             t0 = time.monotonic()
-            rc = h.wait_exit(old, 10)      # well before hard-stop-after (30s)
+            rc = h.wait_exit(old, exit_limit)
             exits.append((old.pid, rc, round(time.monotonic() - t0, 2)))
             # the new process serves both clients before the next reload
             end = time.monotonic() + 10
@@ -129,14 +134,18 @@ def test_reload_under_load(binary, make_haproxy):
         assert not curl_tally.failures, \
             f"curl: {len(curl_tally.failures)} failed: {curl_tally.failures[:5]}"
     else:
-        # Stock 3.0.11 loses a few requests on reload, in two ways only:
+        # Stock 3.0.11 loses a few requests on reload, in three ways only:
         # - a new connection caught by the reload is left without an answer
         #   (the request stalls until curl gives up: error 28, 0 bytes);
+        # - a new connection caught by the reload is closed under the
+        #   request (curl error 56, ERR_DRAINING, 0 bytes);
         # - a connection that sent GOAWAY(id) is closed with H3_NO_ERROR
         #   while a request below that id (one it promised to process) is
         #   still unanswered.
         for err, status, length, _ in curl_tally.failures:
-            assert err and err.startswith("curl error 28") and length == 0, curl_tally.failures
+            assert err and length == 0, curl_tally.failures
+            assert err.startswith("curl error 28") or (
+                err.startswith("curl error 56") and "ERR_DRAINING" in err), curl_tally.failures
         for f in aq_tally.failures:
             assert isinstance(f, tuple) and "connection closed: 0x100" in f[0] and f[3] < f[4], \
                 aq_tally.failures

@@ -13,7 +13,7 @@ from backend import pattern_sha256
 SLOW = [(1500, 100_000), (1500, 2_000_000), (2000, 20 * 1024 * 1024)]
 
 
-def test_soft_stop_with_streams_in_flight(make_haproxy):
+def test_soft_stop_with_streams_in_flight(make_haproxy, binary):
     h = make_haproxy(nbthread=2)
     curl_result = {}
 
@@ -52,13 +52,32 @@ def test_soft_stop_with_streams_in_flight(make_haproxy):
     th.join(35)
     rc = h.wait_exit(timeout=15)
 
-    # in flight before the stop: all complete, intact
+    # In flight before the stop: all complete, intact.
+    # Stock 3.0.11 closes a stopping connection (CONNECTION_CLOSE, H3_NO_ERROR)
+    # as soon as the last bytes of its answers are sent, not acknowledged:
+    # when one of the last packets is lost (a busy machine), the tail of an
+    # answer never arrives (aioquic sees the close, libcurl fails with
+    # ERR_DRAINING). For stock that is the one failure admitted, and only
+    # for the last packets of an answer.
+    cut = []
     for (ms, n), r in zip(SLOW, done):
-        assert r.ok and r.status == 200, r.error
+        assert r.status == 200, r.error
+        if binary.flavour == "stock" and not r.ok:
+            assert "connection closed: 0x100" in r.error and n - 64 * 1024 < r.length < n, \
+                (r.error, r.length, n)
+            cut.append(r.stream_id)
+            continue
+        assert r.ok, r.error
         assert r.length == n and r.sha256 == pattern_sha256(n)
     cr = curl_result.get("r")
-    assert cr is not None and cr.error is None and cr.status == 200, cr
-    assert cr.length == 5_000_000 and cr.sha256 == pattern_sha256(5_000_000)
+    assert cr is not None and cr.status == 200, cr
+    if binary.flavour == "stock" and cr.error is not None:
+        assert "ERR_DRAINING" in cr.error and 5_000_000 - 64 * 1024 < cr.length < 5_000_000, cr
+        cut.append("curl")
+    else:
+        assert cr.error is None, cr
+        assert cr.length == 5_000_000 and cr.sha256 == pattern_sha256(5_000_000)
+    print(f"soft stop: answers cut by the close: {cut or 'none'}")
 
     # the GOAWAY came promptly and covers the in-flight streams
     assert goaway_after < 3, goaway_after
