@@ -39,7 +39,8 @@ def backend(tmp_path_factory):
     out = open(work / "backend.log", "wb")
     p = subprocess.Popen([sys.executable, str(HERE / "backend.py"), "--port", "0",
                           "--port-file", str(port_file), "--max-seconds", "1800"],
-                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         preexec_fn=hap._die_with_parent)
     try:
         hap.wait_for(lambda: port_file.exists() or p.poll() is not None, 10, what="backend port file")
         assert p.poll() is None, f"backend exited: {(work / 'backend.log').read_text()}"

@@ -199,6 +199,22 @@ class Options:
 
 # ---- the process(es) ----------------------------------------------------------
 
+try:
+    import ctypes
+    _prctl = ctypes.CDLL(None).prctl     # resolved here, not in the child
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL if the test process dies (even by
+    SIGKILL), so that no HAProxy outlives an interrupted run. (Processes
+    are started from the main thread, whose exit is what the kernel
+    watches.)"""
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
+
+
 _ALL: list["HAProxy"] = []
 
 
@@ -264,7 +280,8 @@ class HAProxy:
         fo, fe = open(log, "wb"), open(err, "wb")
         self._files += [fo, fe]
         p = subprocess.Popen([str(self.binary.path), "-db", "-f", str(self.cfg), *extra_args],
-                             stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=self.workdir)
+                             stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=self.workdir,
+                             preexec_fn=_die_with_parent)
         self.procs.append(p)
         self.logs.append(log)
         self.errs.append(err)
