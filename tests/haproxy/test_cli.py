@@ -57,10 +57,21 @@ def test_counters_match_requests(make_haproxy, binary):
         assert r.error is None and r.status == 200
 
     # counters are updated when a stream or connection ends: wait for them
-    hap.wait_for(lambda: snapshot(h)["req_tot"] - before["req_tot"] >= REQUESTS, 5,
-                 what="req_tot to count every request")
-    after = snapshot(h)
-    delta = {k: after[k] - before.get(k, 0) for k in after}
+    # (bounded) to reach what was sent, then check every one
+    expected = {"req_tot": REQUESTS, "hrsp_2xx": REQUESTS, "conn_tot": CONNS,
+                "requests": REQUESTS, "conns": CONNS}
+    if binary.flavour == "rust":
+        expected.update({"handshakes": CONNS, "rejected": 0, "message_errors": 0,
+                         "show_quic.requests": REQUESTS, "show_quic.conns_accepted": CONNS})
+
+    def deltas():
+        after = snapshot(h)
+        return {k: after[k] - before.get(k, 0) for k in after}
+    try:
+        hap.wait_for(lambda: all(deltas().get(k) == v for k, v in expected.items()), 5)
+    except TimeoutError:
+        pass
+    delta = deltas()
 
     assert delta["req_tot"] == REQUESTS, delta
     assert delta["hrsp_2xx"] == REQUESTS, delta
