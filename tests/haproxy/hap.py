@@ -35,6 +35,7 @@ COMBINED_PEM = FIXTURES / "combined.pem"
 # One line per request in the HAProxy log, as key=value fields. %HU is the
 # URI (path and query string): the tests tag their requests with a query.
 LOG_FORMAT = "hap ci=%ci hv=%HV st=%ST b=%B m=%HM u=%HU ts=%tsc fe=%ft"
+DROPPED_RE = re.compile(r"^(\d+) events? dropped", re.M)
 LOG_RE = re.compile(r"^hap ci=(?P<ci>\S+) hv=(?P<hv>\S+) st=(?P<st>\S+) b=(?P<b>\S+) "
                     r"m=(?P<m>\S+) u=(?P<u>\S+) ts=(?P<ts>\S+) fe=(?P<fe>\S+)$")
 
@@ -432,6 +433,19 @@ class HAProxy:
                 if m:
                     out.append(m.groupdict())
         return out
+
+    def dropped_logs(self) -> int:
+        """Log lines HAProxy dropped, by its own count: its stdout sink
+        prefers dropping a line to blocking when threads collide on it, and
+        later writes "N event(s) dropped" (sink_announce_dropped())."""
+        total = 0
+        for path in self.logs:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            total += sum(int(m.group(1)) for m in DROPPED_RE.finditer(text))
+        return total
 
     def stderr(self) -> str:
         parts = []

@@ -156,10 +156,13 @@ def test_reload_under_load(binary, make_haproxy):
     # as an HTTP/3.0 line with status 200
     # (stock logs some of the lost ones as 200: it answered, then closed the
     # connection before the answer was delivered)
+    # (and HAProxy may drop log lines under contention, counting them in
+    # "N events dropped" lines)
     ok = curl_tally.ok + aq_tally.ok
     lines = h.h3_log(t, ok)
     statuses = Counter(l["st"] for l in lines)
-    assert ok <= statuses["200"] <= ok + lost, (statuses, ok, lost)
+    dropped = h.dropped_logs()
+    assert ok - dropped <= statuses["200"] <= ok + lost, (statuses, ok, lost, dropped)
     served_by = Counter(i for i, path in enumerate(h.logs)
                         for line in path.read_text().splitlines() if f"t={t}" in line)
     assert len(served_by) == RELOADS + 1, f"requests per process: {dict(served_by)}"

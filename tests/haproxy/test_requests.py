@@ -16,8 +16,13 @@ pytestmark = pytest.mark.parametrize("client", CLIENTS)
 
 
 def logged(hx, t, n, status="200"):
+    """The log lines of the n requests tagged t: one each, except those
+    HAProxy itself reports as dropped (its stdout log drops a line rather
+    than block when threads collide, and says so)."""
     lines = hx.h3_log(t, n)
-    assert len(lines) == n, f"{len(lines)} HTTP/3.0 log lines for {n} requests tagged {t}"
+    dropped = hx.dropped_logs()
+    assert n - dropped <= len(lines) <= n, \
+        f"{len(lines)} HTTP/3.0 log lines for {n} requests tagged {t} ({dropped} dropped)"
     assert all(l["st"] == status for l in lines), [l for l in lines if l["st"] != status][:3]
     assert all(l["ci"] == "127.0.0.1" for l in lines)
     return lines
