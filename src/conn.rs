@@ -23,9 +23,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
-/// Bounds of the wait between queueing a GOAWAY and a graceful close.
-const GOAWAY_LINGER_MIN: Duration = Duration::from_millis(10);
-const GOAWAY_LINGER_MAX: Duration = Duration::from_millis(500);
+/// Bounds of the wait between queueing a GOAWAY and a graceful close. A
+/// request the client sent before it processed the GOAWAY must still find
+/// the connection open, to be refused with H3_REQUEST_REJECTED (which the
+/// client may retry) rather than lost with the connection; a busy client
+/// can take much longer than a round trip to read the frame.
+const GOAWAY_LINGER_MIN: Duration = Duration::from_millis(200);
+const GOAWAY_LINGER_MAX: Duration = Duration::from_millis(2000);
 
 /// Snapshot of a connection for queries from any thread.
 #[derive(Debug, Clone, Default)]
@@ -141,10 +145,17 @@ pub struct Conn {
     goaway_sent: Option<u64>,
     /// The GOAWAY frame could not be queued yet (congestion window full).
     goaway_pending: bool,
+    /// A graceful shutdown came during the handshake: it takes effect once
+    /// HTTP/3 is up and the requests that came with the handshake are in,
+    /// so that they are served rather than the connection refused.
+    shutdown_deferred: bool,
     /// A graceful close waits until then after queueing the GOAWAY, so
     /// that the frame leaves (and likely arrives) before CONNECTION_CLOSE:
     /// quiche sends no stream data once closing.
     goaway_linger_until: Option<Instant>,
+    /// The GOAWAY frame is queued in quiche but no packet has left since:
+    /// the linger starts when it does (`after_send`).
+    goaway_unsent: bool,
     /// Highest client-initiated bidirectional stream id seen.
     max_request_id: Option<u64>,
     close_when_drained: bool,
@@ -242,6 +253,8 @@ impl Conn {
             goaway_sent: None,
             goaway_pending: false,
             goaway_linger_until: None,
+            goaway_unsent: false,
+            shutdown_deferred: false,
             max_request_id: None,
             close_when_drained: false,
             timeout_at: None,
@@ -333,6 +346,10 @@ impl Conn {
             events.push_back(self.event(EventKind::Established, None));
         }
         let more = self.poll_h3(events, counters);
+        if self.shutdown_deferred && self.h3.is_some() {
+            self.shutdown_deferred = false;
+            let _ = self.shutdown();
+        }
         self.send_pending_goaway();
         self.poll_writable(events, counters);
         self.collect_streams();
@@ -341,6 +358,7 @@ impl Conn {
         self.lingering.retain(|&sid| !matches!(q.stream_capacity(sid), Err(quiche::Error::InvalidStreamState(_))));
         if self.close_when_drained
             && !self.goaway_pending
+            && !self.goaway_unsent
             && self.goaway_linger_until.is_none_or(|t| Instant::now() >= t)
             && self.streams.is_empty()
             && self.lingering.is_empty()
@@ -473,6 +491,10 @@ impl Conn {
         if is_server {
             self.max_request_id = Some(self.max_request_id.map_or(sid, |m| m.max(sid)));
             if self.goaway_sent.is_some_and(|g| sid >= g) {
+                // The client still sends: give it time to see the GOAWAY.
+                if self.goaway_linger_until.is_some() {
+                    self.goaway_linger_until = Some(Instant::now() + self.goaway_linger());
+                }
                 counters.inc(&counters.requests_rejected);
                 self.listener.counters.inc(&self.listener.counters.requests_rejected);
                 self.abort_stream(sid, h3rules::H3_REQUEST_REJECTED);
@@ -818,6 +840,22 @@ impl Conn {
         Ok(s)
     }
 
+    /// How long a graceful close waits after the GOAWAY: three round trips,
+    /// within [GOAWAY_LINGER_MIN, GOAWAY_LINGER_MAX].
+    fn goaway_linger(&self) -> Duration {
+        let rtt = self.q.path_stats().next().map_or(Duration::from_millis(20), |p| p.rtt);
+        (rtt * 3).clamp(GOAWAY_LINGER_MIN, GOAWAY_LINGER_MAX)
+    }
+
+    /// Called after the worker sent this connection's packets: a queued
+    /// GOAWAY has left, and the graceful close lingers from now.
+    pub fn after_send(&mut self) {
+        if self.goaway_unsent {
+            self.goaway_unsent = false;
+            self.goaway_linger_until = Some(Instant::now() + self.goaway_linger());
+        }
+    }
+
     /// A deadline of the connection's own, besides quiche's timers: the end
     /// of the GOAWAY linger of a graceful close.
     pub fn own_deadline(&self) -> Option<Instant> {
@@ -828,15 +866,19 @@ impl Conn {
     /// flight have finished. New requests are refused with
     /// H3_REQUEST_REJECTED.
     pub fn shutdown(&mut self) -> Result<()> {
+        if self.shared.is_server && self.h3.is_none() && !self.q.is_closed() {
+            // The handshake is in progress: the client is about to send
+            // requests, likely in the same flight as its Finished. Closing
+            // now would fail its connection attempt; instead the GOAWAY
+            // goes out once HTTP/3 is up, after those requests.
+            self.shutdown_deferred = true;
+            return Ok(());
+        }
         self.close_when_drained = true;
         if self.shared.is_server && self.goaway_sent.is_none() {
             self.goaway_sent = Some(self.max_request_id.map_or(0, |m| m + 4));
             self.goaway_pending = true;
             self.send_pending_goaway();
-            if self.h3.is_none() {
-                // No HTTP/3 yet (handshake in progress): nothing in flight.
-                let _ = self.q.close(true, h3rules::H3_NO_ERROR, b"shutdown");
-            }
         }
         Ok(())
     }
@@ -849,10 +891,7 @@ impl Conn {
         match h3.send_goaway(&mut self.q, id) {
             Ok(()) => {
                 self.goaway_pending = false;
-                // about one round trip and a half for the frame to arrive
-                let rtt = self.q.path_stats().next().map_or(Duration::from_millis(20), |p| p.rtt);
-                let linger = (rtt * 3 / 2).clamp(GOAWAY_LINGER_MIN, GOAWAY_LINGER_MAX);
-                self.goaway_linger_until = Some(Instant::now() + linger);
+                self.goaway_unsent = true;
             }
             Err(quiche::h3::Error::StreamBlocked) | Err(quiche::h3::Error::Done) => {}
             Err(e) => {

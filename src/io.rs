@@ -48,6 +48,10 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 impl UdpSocket {
     /// Binds a non-blocking socket with SO_REUSEADDR and SO_REUSEPORT.
     pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+        Self::bind_opts(addr, true)
+    }
+
+    fn bind_opts(addr: SocketAddr, reuseport: bool) -> io::Result<UdpSocket> {
         let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
         // SAFETY: plain socket(2); the fd is owned by the UdpSocket below or
         // closed on error.
@@ -55,7 +59,8 @@ impl UdpSocket {
         // SAFETY: `fd` is a fresh socket we own; from here the std type closes it.
         let sock = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
         let one: libc::c_int = 1;
-        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        let opts: &[libc::c_int] = if reuseport { &[libc::SO_REUSEADDR, libc::SO_REUSEPORT] } else { &[libc::SO_REUSEADDR] };
+        for &opt in opts {
             // SAFETY: valid fd, pointer to a c_int of the given size.
             cvt(unsafe {
                 libc::setsockopt(
@@ -195,7 +200,11 @@ impl UdpSocket {
     /// port through SO_REUSEADDR/SO_REUSEPORT) and connected to the peer, so
     /// the kernel delivers that peer's datagrams to it directly.
     pub fn bind_connected(local: SocketAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
-        let s = Self::bind_reuseport(local)?;
+        // SO_REUSEADDR only: joining the listeners' SO_REUSEPORT group would
+        // let the kernel's group selection hand other peers' datagrams to
+        // this connected socket, and a reloading process's exit then loses
+        // them (HAProxy's native per-connection sockets do the same).
+        let s = Self::bind_opts(local, false)?;
         s.sock.connect(peer)?;
         Ok(s)
     }

@@ -681,7 +681,13 @@ impl Ctx<'_> {
             c.inc(&c.drop_unknown_cid);
             return;
         }
-        if d.listener.is_closed() || self.engine.shutting_down.load(Ordering::Acquire) {
+        // A listener shutting down gracefully still takes the Initials that
+        // reached its socket before the socket is released (a reloading
+        // HAProxy's new process has the port by then): the connection is
+        // served its first requests and gets GOAWAY, instead of the client
+        // waiting a retransmission timeout to reach the new process.
+        let graceful = d.listener.is_shutting_down() && !self.engine.shutting_down.load(Ordering::Acquire);
+        if (d.listener.is_closed() && !graceful) || self.engine.shutting_down.load(Ordering::Acquire) {
             c.inc(&c.drop_not_accepting);
             return;
         }
@@ -926,6 +932,7 @@ impl Ctx<'_> {
             if let Some(b) = batch.take() {
                 self.emit_batch(st, &conn.listener, conn.sock_fd, &b);
             }
+            conn.after_send();
             if conn.migrated {
                 // The peer's address changed: the connected socket points at
                 // the old one. Release it; the listener socket carries on.
