@@ -42,7 +42,7 @@ C_TEST_SRCS := c-tests/runner.c c-tests/common.c c-tests/pair.c c-tests/test_con
 C_TEST_HDRS := c-tests/common.h c-tests/pair.h c-tests/mt.h include/haquic.h
 RUST_SRCS   := $(shell find src -name '*.rs') build.rs Cargo.toml cbindgen.toml haquic.map
 
-.PHONY: all deps lib header check-header check-install test test-rust test-c test-c-valgrind stress \
+.PHONY: all deps lib header check-header check-install test test-rust test-c test-c-valgrind stress info \
 	check-symbols install uninstall clean run help
 
 all: lib $(BUILD)/haquic.pc
@@ -79,7 +79,10 @@ test: deps
 	  "exported symbols::$(MAKE) -s check-symbols" \
 	  "install layout::$(MAKE) -s check-install" \
 	  "C suite (valgrind)::$(MAKE) -s test-c-valgrind" \
-	  "interop (aioquic, pycurl)::$(MAKE) -s test-interop"
+	  "interop (aioquic, pycurl)::$(MAKE) -s test-interop" \
+	  "HAProxy patch series::$(MAKE) -s haproxy-patches-check" \
+	  "HAProxy end to end::$(MAKE) -s haproxy $(INTEROP_STAMP) && $(MAKE) -s test-haproxy" \
+	  "make run (one fetch)::$(MAKE) -s smoke-haproxy && echo '1 passed, 0 failed'"
 
 # Unit tests, tests/abi.rs (header freshness and the bindgen round-trip).
 test-rust:
@@ -204,6 +207,14 @@ $(BUILD)/run/cert.pem:
 	  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 	@echo "generated a self-signed certificate in $(BUILD)/run/"
 
-run: deps $(BUILD)/haquic-info $(BUILD)/run/cert.pem
+# The main job: the patched HAProxy on examples/haproxy.cfg, HTTP/3 on
+# 127.0.0.1:8443 in front of the demo backend (scripts/run-haproxy.sh).
+run: deps
+	@$(MAKE) -s haproxy $(INTEROP_STAMP)
+	@$(MAKE) -s run-haproxy
+
+# The library alone: load a certificate into a configuration and print the
+# version and settings (examples/haquic-info.c).
+info: deps $(BUILD)/haquic-info $(BUILD)/run/cert.pem
 	$(BUILD)/haquic-info --cert $(BUILD)/run/cert.pem --key $(BUILD)/run/key.pem \
 	  --alpn h3 --cc cubic --idle-timeout 30000
