@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 /// can take much longer than a round trip to read the frame.
 const GOAWAY_LINGER_MIN: Duration = Duration::from_millis(200);
 const GOAWAY_LINGER_MAX: Duration = Duration::from_millis(2000);
+/// How long a connection that completes its handshake during a graceful
+/// shutdown waits for its first request before the GOAWAY.
+const SHUTDOWN_FIRST_REQUEST_WAIT: Duration = Duration::from_millis(1000);
 
 /// Snapshot of a connection for queries from any thread.
 #[derive(Debug, Clone, Default)]
@@ -149,6 +152,8 @@ pub struct Conn {
     /// HTTP/3 is up and the requests that came with the handshake are in,
     /// so that they are served rather than the connection refused.
     shutdown_deferred: bool,
+    /// Until when a deferred shutdown waits for the first request.
+    deferred_until: Option<Instant>,
     /// A graceful close waits until then after queueing the GOAWAY, so
     /// that the frame leaves (and likely arrives) before CONNECTION_CLOSE:
     /// quiche sends no stream data once closing.
@@ -255,6 +260,7 @@ impl Conn {
             goaway_linger_until: None,
             goaway_unsent: false,
             shutdown_deferred: false,
+            deferred_until: None,
             max_request_id: None,
             close_when_drained: false,
             timeout_at: None,
@@ -347,8 +353,16 @@ impl Conn {
         }
         let more = self.poll_h3(events, counters);
         if self.shutdown_deferred && self.h3.is_some() {
-            self.shutdown_deferred = false;
-            let _ = self.shutdown();
+            // Wait for the client's first request (it may only send it
+            // once the handshake is confirmed), or a bounded time: a
+            // GOAWAY before any request refuses every request the client
+            // wanted this connection for.
+            let now = Instant::now();
+            let until = *self.deferred_until.get_or_insert(now + SHUTDOWN_FIRST_REQUEST_WAIT);
+            if self.max_request_id.is_some() || now >= until {
+                self.shutdown_deferred = false;
+                let _ = self.shutdown();
+            }
         }
         self.send_pending_goaway();
         self.poll_writable(events, counters);
@@ -859,7 +873,12 @@ impl Conn {
     /// A deadline of the connection's own, besides quiche's timers: the end
     /// of the GOAWAY linger of a graceful close.
     pub fn own_deadline(&self) -> Option<Instant> {
-        self.goaway_linger_until.filter(|_| self.close_when_drained && !self.q.is_closed())
+        if self.q.is_closed() {
+            return None;
+        }
+        let linger = self.goaway_linger_until.filter(|_| self.close_when_drained);
+        let first_request = self.deferred_until.filter(|_| self.shutdown_deferred);
+        [linger, first_request].into_iter().flatten().min()
     }
 
     /// Starts a graceful shutdown: GOAWAY now, close once the streams in
@@ -868,9 +887,9 @@ impl Conn {
     pub fn shutdown(&mut self) -> Result<()> {
         if self.shared.is_server && self.h3.is_none() && !self.q.is_closed() {
             // The handshake is in progress: the client is about to send
-            // requests, likely in the same flight as its Finished. Closing
-            // now would fail its connection attempt; instead the GOAWAY
-            // goes out once HTTP/3 is up, after those requests.
+            // requests. Closing now would fail its connection attempt;
+            // instead the GOAWAY goes out once HTTP/3 is up and the first
+            // request is in (or a second has passed).
             self.shutdown_deferred = true;
             return Ok(());
         }
