@@ -34,36 +34,45 @@ SHA = pattern_sha256(SIZE)
 class Tally:
     ok: int = 0
     retried: int = 0
+    ok_ids: set = field(default_factory=set)
     failures: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_ok(self):
+    def add_ok(self, rid):
         with self.lock:
             self.ok += 1
+            self.ok_ids.add(rid)
 
     def add_fail(self, what):
         with self.lock:
             self.failures.append(what)
 
 
-def curl_loop(h, t, stop, tally, deadline):
+def curl_loop(h, t, stop, tally, deadline, name):
+    i = 0
     while not stop.is_set() and time.monotonic() < deadline:
-        r = curlclient.fetch(h.url(f"/bytes/{SIZE}?t={t}&c=curl"), timeout=6, low_speed=4)
+        i += 1
+        rid = f"{name}.{i}"
+        r = curlclient.fetch(h.url(f"/bytes/{SIZE}?t={t}&r={rid}"), timeout=6, low_speed=4)
         if r.error is None and r.status == 200 and r.length == SIZE and r.sha256 == SHA and r.h3:
-            tally.add_ok()
+            tally.add_ok(rid)
         else:
             tally.add_fail((r.error, r.status, r.length, round(r.elapsed, 2)))
 
 
 def aq_loop(h, t, stop, tally, deadline):
+    seq = [0, 0]
+
     async def one_conn(n):
         async with aqclient.connect(h.port) as c:
             while not stop.is_set() and time.monotonic() < deadline:
                 if c.goaway.is_set() or c.closed.is_set():
                     return
-                r = await asyncio.wait_for(c.request("GET", f"/bytes/{SIZE}?t={t}&c=aq{n}"), 10)
+                seq[n] += 1
+                rid = f"aq{n}.{seq[n]}"
+                r = await asyncio.wait_for(c.request("GET", f"/bytes/{SIZE}?t={t}&r={rid}"), 10)
                 if r.ok and r.status == 200 and r.length == SIZE and r.sha256 == SHA:
-                    tally.add_ok()
+                    tally.add_ok(rid)
                 elif r.reset_code == aqclient.H3_REQUEST_REJECTED:
                     with tally.lock:
                         tally.retried += 1
@@ -95,8 +104,8 @@ def test_reload_under_load(binary, make_haproxy):
     stop = threading.Event()
     deadline = time.monotonic() + 90
     curl_tally, aq_tally = Tally(), Tally()
-    threads = [threading.Thread(target=curl_loop, args=(h, t, stop, curl_tally, deadline), daemon=True)
-               for _ in range(2)]
+    threads = [threading.Thread(target=curl_loop, args=(h, t, stop, curl_tally, deadline, f"curl{k}"),
+                                daemon=True) for k in range(2)]
     threads.append(threading.Thread(target=aq_loop, args=(h, t, stop, aq_tally, deadline), daemon=True))
     for th in threads:
         th.start()
@@ -162,7 +171,15 @@ def test_reload_under_load(binary, make_haproxy):
     lines = h.h3_log(t, ok)
     statuses = Counter(l["st"] for l in lines)
     dropped = h.dropped_logs()
-    assert ok - dropped <= statuses["200"] <= ok + lost, (statuses, ok, lost, dropped)
+    logged_ok = {l["u"].rsplit("r=", 1)[1] for l in lines if l["st"] == "200"}
+    unlogged = (curl_tally.ok_ids | aq_tally.ok_ids) - logged_ok
+    # Stock 3.0.11 was seen (2 runs in 6, on a busy machine) to answer a
+    # request and log nothing for it, in the middle of a run, with no
+    # "events dropped" line: one such request per run is admitted for it.
+    unlogged_ok = dropped + (1 if binary.flavour == "stock" else 0)
+    assert len(unlogged) <= unlogged_ok, (f"answered but not logged: {sorted(unlogged)[:10]} "
+                                          f"({dropped} dropped by HAProxy's own count)")
+    assert ok - unlogged_ok <= statuses["200"] <= ok + lost, (statuses, ok, lost, dropped)
     served_by = Counter(i for i, path in enumerate(h.logs)
                         for line in path.read_text().splitlines() if f"t={t}" in line)
     assert len(served_by) == RELOADS + 1, f"requests per process: {dict(served_by)}"
