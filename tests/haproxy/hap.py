@@ -243,6 +243,7 @@ class HAProxy:
         self.logs: list[Path] = []
         self.errs: list[Path] = []
         self._files = []
+        self._dropped: dict[int, int] = {}
         self.write_config()
         _ALL.append(self)
 
@@ -321,6 +322,7 @@ class HAProxy:
         wait_old is set (None when it is not waited for)."""
         old = self.proc
         assert old.poll() is None, "reload of a stopped HAProxy"
+        self._read_dropped()        # the last chance to ask the old process
         args = ["-x", str(self.sock)] if transfer else []
         p = self._spawn(args + ["-sf", str(old.pid)])
         self._wait_ready(p, timeout)
@@ -434,11 +436,30 @@ class HAProxy:
                     out.append(m.groupdict())
         return out
 
+    def _read_dropped(self) -> None:
+        """Records the current process's DroppedLogs (`show info`)."""
+        if not self.procs or self.proc.poll() is not None:
+            return
+        try:
+            info = self.cli("show info", timeout=3)
+        except OSError:
+            return
+        pid = re.search(r"^Pid: (\d+)$", info, re.M)
+        dropped = re.search(r"^DroppedLogs: (\d+)$", info, re.M)
+        if pid and dropped:
+            self._dropped[int(pid.group(1))] = int(dropped.group(1))
+
     def dropped_logs(self) -> int:
-        """Log lines HAProxy dropped, by its own count: its stdout sink
-        prefers dropping a line to blocking when threads collide on it, and
-        later writes "N event(s) dropped" (sink_announce_dropped())."""
-        total = 0
+        """Log lines HAProxy dropped, by its own counts. `log stdout` writes
+        to a shared fd and prefers dropping a line to blocking: when threads
+        collide on it (more threads than cores, a writer preempted) a line
+        is given up after 200 attempts and counted in DroppedLogs (`show
+        info`; src/fd.c fd_write_frag_line(), src/log.c). Ring sinks write
+        "N event(s) dropped" lines instead; both are counted. DroppedLogs
+        is read from the live process now and from each old process just
+        before its reload (what it drops while draining is not seen)."""
+        self._read_dropped()
+        total = sum(self._dropped.values())
         for path in self.logs:
             try:
                 text = path.read_text(errors="replace")
