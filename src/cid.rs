@@ -35,6 +35,10 @@ pub struct Keys {
     reset_key: [u8; 32],
     token_key: [u8; 32],
     hash_key: [u8; 32],
+    /// TLS session ticket key (48 bytes, BoringSSL's layout), the same for
+    /// every worker so that a client resumes on whichever worker its new
+    /// connection lands, and across reloads with a cluster secret.
+    pub ticket_key: [u8; 48],
     server_id: u16,
 }
 
@@ -61,10 +65,14 @@ impl Keys {
         } else {
             secret
         };
+        let mut ticket_key = [0u8; 48];
+        ticket_key[..32].copy_from_slice(&hmac(secret, b"haquic session ticket key v1 a"));
+        ticket_key[32..].copy_from_slice(&hmac(secret, b"haquic session ticket key v1 b")[..16]);
         Keys {
             reset_key: hmac(secret, b"haquic stateless reset v1"),
             token_key: hmac(secret, b"haquic address token v1"),
             hash_key: hmac(secret, b"haquic initial dcid hash v1"),
+            ticket_key,
             server_id: 0,
         }
     }
@@ -214,4 +222,12 @@ mod tests {
         assert_eq!(Keys::derive(b"x").validate_retry_token(&peer, &t, now, life), None);
         assert_eq!(new.validate_retry_token(&peer, &t[..5], now, life), None);
     }
+
+    #[test]
+    fn ticket_key_is_shared_by_secret_and_random_without_one() {
+        assert_eq!(Keys::derive(b"cluster").ticket_key, Keys::derive(b"cluster").ticket_key);
+        assert_ne!(Keys::derive(b"cluster").ticket_key, Keys::derive(b"other").ticket_key);
+        assert_ne!(Keys::derive(b"").ticket_key, Keys::derive(b"").ticket_key);
+    }
+
 }

@@ -800,7 +800,13 @@ impl Ctx<'_> {
 
     fn server_config<'s>(&self, st: &'s mut WorkerState, l: &Listener) -> Result<&'s mut quiche::Config> {
         if !st.server_cfgs.contains_key(&l.id) {
-            let cfg = l.config.to_quiche()?;
+            let mut cfg = l.config.to_quiche()?;
+            // One ticket key for every worker: otherwise a session is
+            // resumable (and 0-RTT possible) only on the worker that issued
+            // it, about 1/N of the time.
+            cfg.set_ticket_key(&self.engine.keys.ticket_key).map_err(|e| {
+                crate::error::Error::new(crate::error::haquic_result::HAQUIC_ERR_TLS, format!("session ticket key: {e}"))
+            })?;
             st.server_cfgs.insert(l.id, cfg);
         }
         Ok(st.server_cfgs.get_mut(&l.id).unwrap())
