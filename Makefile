@@ -1,7 +1,9 @@
 # haquic: QUIC and HTTP/3 for HAProxy, behind a C ABI.
 #
-#   make run      set up everything, build, and run the main job
+#   make run      set up everything, build, and run the main job: the patched
+#                 HAProxy, HTTP/3 on 127.0.0.1:8443 (examples/haproxy.cfg)
 #   make test     set up everything and run every test
+#   make haproxy  build/haproxy/haproxy (HAProxy 3.0.11 + haproxy-patches/)
 #
 # Packagers: make all && make install DESTDIR=... PREFIX=/usr
 # (LIBDIR, INCLUDEDIR and PKGCONFIGDIR are honoured too).
@@ -48,7 +50,7 @@ RUST_SRCS   := $(shell find src -name '*.rs') build.rs Cargo.toml cbindgen.toml 
 all: lib $(BUILD)/haquic.pc
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,14p' Makefile
 
 # One idempotent step installs the Debian packages the build needs.
 deps:
