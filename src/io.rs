@@ -45,6 +45,22 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
+/// Sets an integer socket option.
+fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt(2) reads `size_of::<c_int>()` bytes from a valid
+    // pointer; a bad fd or option is an error return, not undefined behaviour.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 impl UdpSocket {
     /// Binds a non-blocking socket with SO_REUSEADDR and SO_REUSEPORT.
     pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -58,47 +74,19 @@ impl UdpSocket {
         let fd = cvt(unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
         // SAFETY: `fd` is a fresh socket we own; from here the std type closes it.
         let sock = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
-        let one: libc::c_int = 1;
-        let opts: &[libc::c_int] = if reuseport { &[libc::SO_REUSEADDR, libc::SO_REUSEPORT] } else { &[libc::SO_REUSEADDR] };
-        for &opt in opts {
-            // SAFETY: valid fd, pointer to a c_int of the given size.
-            cvt(unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    &one as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            })?;
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        if reuseport {
+            set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
         }
         if addr.is_ipv6() {
-            // SAFETY: as above.
-            cvt(unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_V6ONLY,
-                    &one as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            })?;
+            set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
         }
         let (storage, len) = sockaddr_from(&addr);
         // SAFETY: `storage` holds a sockaddr of `len` bytes for this family.
         cvt(unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) })?;
         // GRO: let the kernel hand us coalesced datagrams with their segment
         // size. A kernel without it simply delivers them one by one.
-        // SAFETY: valid fd, pointer to a c_int of the given size.
-        let _ = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_UDP,
-                UDP_GRO,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let _ = set_int_opt(fd, libc::SOL_UDP, UDP_GRO, 1);
         Ok(UdpSocket { sock, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
     }
 
