@@ -368,9 +368,18 @@ impl Config {
         })
     }
 
-    /// Adds a certificate chain and key (PEM files, or PEM buffers when
-    /// `pem` is given) served by server name, up to `MAX_SNI_CERTIFICATES`.
-    pub fn add_sni_certificate(&self, files: Option<(&Path, &Path)>, pem: Option<(&[u8], &[u8])>) -> Result<()> {
+    /// Adds a certificate chain and key from PEM files, served by server
+    /// name, up to `MAX_SNI_CERTIFICATES`.
+    pub fn add_sni_certificate(&self, cert: &Path, key: &Path) -> Result<()> {
+        self.add_sni_identity(|| Identity::from_files(cert, key))
+    }
+
+    /// Like `add_sni_certificate`, from PEM buffers.
+    pub fn add_sni_certificate_pem(&self, cert: &[u8], key: &[u8]) -> Result<()> {
+        self.add_sni_identity(|| Identity::from_pem(cert, key))
+    }
+
+    fn add_sni_identity(&self, load: impl FnOnce() -> Result<Identity>) -> Result<()> {
         self.update(|s| {
             if s.sni_identities.len() >= MAX_SNI_CERTIFICATES {
                 return Err(Error::new(
@@ -378,11 +387,7 @@ impl Config {
                     format!("at most {MAX_SNI_CERTIFICATES} certificates can be served by server name"),
                 ));
             }
-            let id = match (files, pem) {
-                (Some((c, k)), _) => Identity::from_files(c, k)?,
-                (None, Some((c, k))) => Identity::from_pem(c, k)?,
-                (None, None) => return Err(Error::new(haquic_result::HAQUIC_ERR_INVALID_ARGUMENT, "no certificate given")),
-            };
+            let id = load()?;
             if id.names().is_empty() {
                 return Err(Error::new(
                     haquic_result::HAQUIC_ERR_BAD_CERTIFICATE,

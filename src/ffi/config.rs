@@ -260,7 +260,7 @@ pub extern "C" fn haquic_config_add_certificate(
         let cfg = try_ref!(config);
         let Some(cert) = super::borrow_cstr(cert_path) else { return null_arg(cfg, "cert_path") };
         let Some(key) = super::borrow_cstr(key_path) else { return null_arg(cfg, "key_path") };
-        finish(cfg, cfg.add_sni_certificate(Some((path_of(cert), path_of(key))), None))
+        finish(cfg, cfg.add_sni_certificate(path_of(cert), path_of(key)))
     }
 }
 
@@ -278,7 +278,7 @@ pub extern "C" fn haquic_config_add_certificate_pem(
         let cfg = try_ref!(config);
         let Some(cert) = super::borrow_slice(cert_pem, cert_pem_len) else { return null_arg(cfg, "cert_pem") };
         let Some(key) = super::borrow_slice(key_pem, key_pem_len) else { return null_arg(cfg, "key_pem") };
-        finish(cfg, cfg.add_sni_certificate(None, Some((cert, key))))
+        finish(cfg, cfg.add_sni_certificate_pem(cert, key))
     }
 }
 
