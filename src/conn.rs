@@ -885,11 +885,12 @@ impl Conn {
     /// flight have finished. New requests are refused with
     /// H3_REQUEST_REJECTED.
     pub fn shutdown(&mut self) -> Result<()> {
-        if self.shared.is_server && self.h3.is_none() && !self.q.is_closed() {
-            // The handshake is in progress: the client is about to send
-            // requests. Closing now would fail its connection attempt;
-            // instead the GOAWAY goes out once HTTP/3 is up and the first
-            // request is in (or a second has passed).
+        if self.shared.is_server && (self.h3.is_none() || self.max_request_id.is_none()) && !self.q.is_closed() {
+            // The handshake is in progress, or just over with no request
+            // yet: the client is about to send one. A GOAWAY now (id 0)
+            // would refuse it before it is sent; instead the GOAWAY goes
+            // out once HTTP/3 is up and the first request is in (or a
+            // second has passed).
             self.shutdown_deferred = true;
             return Ok(());
         }
