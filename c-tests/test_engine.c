@@ -635,6 +635,50 @@ cleanup:
 }
 #endif
 
+#ifdef HAQUIC_TEST_HOOKS
+/* A panic inside one connection's processing (a bug in quiche, say) drops
+ * that connection alone: the host gets a Closed event with INTERNAL_ERROR,
+ * conn_panics counts it, and the same worker goes on serving a new
+ * connection. quiche 0.30.0 can overflow a sum of congestion windows while a
+ * migrating connection has two active paths; this is where that would land. */
+static int engine_conn_panic_is_isolated(void)
+{
+	struct pair p;
+	haquic_stats st;
+	int i, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	i = pair_request(&p, "GET", "/size/1000", NULL, 0);
+	CHECK(i >= 0 && PAIR_UNTIL(&p, p.cs[i].fin, 5000));
+	CHECK_RESULT(haquic_test_conn_panic(p.conn), HAQUIC_OK);
+	CHECK_RESULT(haquic_worker_process(p.cli, 0), HAQUIC_OK);
+	CHECK(PAIR_UNTIL(&p, p.closed, 1000));
+	CHECK(p.close_code == 0x1);
+	CHECK(haquic_conn_is_closed(p.conn));
+	CHECK_RESULT(haquic_conn_close(p.conn, 0x100, NULL, 0), HAQUIC_ERR_CLOSED);
+	HAQUIC_STATS_INIT(&st);
+	CHECK_RESULT(haquic_engine_stats(p.cli, &st), HAQUIC_OK);
+	CHECK(st.conn_panics == 1 && st.conns_closed == 1);
+	/* the worker is whole: a new connection on it works */
+	haquic_conn_unref(p.conn);
+	p.conn = NULL;
+	p.established = p.closed = 0;
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	i = pair_request(&p, "GET", "/size/5000", NULL, 0);
+	CHECK(i >= 0 && PAIR_UNTIL(&p, p.cs[i].fin, 5000));
+	CHECK(p.cs[i].status == 200 && p.cs[i].body_len == 5000);
+	CHECK_RESULT(haquic_engine_stats(p.cli, &st), HAQUIC_OK);
+	CHECK(st.conn_panics == 1);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+#endif
+
 
 /* Engine-owned sockets: real UDP on 127.0.0.1, read in haquic_worker_process. */
 static int engine_sockets_end_to_end(void)
@@ -1191,6 +1235,7 @@ const struct test_case engine_tests[] = {
 	{ "engine_unref_with_open_connections", engine_unref_with_open_connections },
 #ifdef HAQUIC_TEST_HOOKS
 	{ "engine_abort_first_frame_around_goaway", engine_abort_first_frame_around_goaway },
+	{ "engine_conn_panic_is_isolated", engine_conn_panic_is_isolated },
 #endif
 	{ NULL, NULL },
 };

@@ -147,10 +147,12 @@ static int stress_rebind_storm(void)
 	}
 	stats_of(m.srv, &st);
 	fprintf(stderr, "    rebind storm: %lld s, %ld responses, %llu migrations, %llu handshakes, "
-	        "%llu per-connection sockets, %llu released, %llu stale fd notifications\n",
+	        "%llu per-connection sockets, %llu released, %llu stale fd notifications, "
+	        "%llu connections dropped after a panic\n",
 	        (long long)stress_seconds(), m.responses, (unsigned long long)st.migrations,
 	        (unsigned long long)st.handshakes, (unsigned long long)st.conn_sockets_opened,
-	        (unsigned long long)st.fds_released, (unsigned long long)st.stale_fd_notifications);
+	        (unsigned long long)st.fds_released, (unsigned long long)st.stale_fd_notifications,
+	        (unsigned long long)st.conn_panics);
 	CHECK(m.responses > 10);
 	CHECK(st.migrations > 0);
 	CHECK(st.conn_sockets_opened > 0 && st.fds_released > 0);

@@ -803,6 +803,10 @@ typedef struct haquic_stats {
    * Connections that accepted 0-RTT data.
    */
   uint64_t zero_rtt_accepted;
+  /**
+   * Connections dropped after an internal panic (the worker carries on).
+   */
+  uint64_t conn_panics;
 } haquic_stats;
 
 /**
@@ -1560,6 +1564,15 @@ enum haquic_result haquic_test_raw_stream_abort(const struct haquic_conn *conn,
                                                 uint64_t stream_id,
                                                 bool stop,
                                                 uint64_t code);
+#endif
+
+#if defined(HAQUIC_TEST_HOOKS)
+/**
+ * Makes the next pass over `conn` panic inside its worker, as a bug in
+ * quiche would: the connection must be dropped alone (Closed event with
+ * INTERNAL_ERROR, `conn_panics` counted) while its worker carries on.
+ */
+enum haquic_result haquic_test_conn_panic(const struct haquic_conn *conn);
 #endif
 
 #if defined(HAQUIC_TEST_HOOKS)

@@ -180,6 +180,9 @@ pub struct Conn {
     refresh_due: bool,
     /// Server role: 0-RTT data was accepted on this connection (counted once).
     early_data_counted: bool,
+    /// Test hook: the next flush of this connection panics.
+    #[cfg(feature = "test-hooks")]
+    pub panic_next_flush: bool,
 }
 
 /// HTTP/3 events one connection hands over per pass, at most: the event
@@ -272,6 +275,8 @@ impl Conn {
             flushes: 0,
             refresh_due: false,
             early_data_counted: false,
+            #[cfg(feature = "test-hooks")]
+            panic_next_flush: false,
         }
     }
 
@@ -647,6 +652,18 @@ impl Conn {
         info.close = Some((app, code, reason));
         info.stats = Some(self.q.stats());
         drop(info);
+        self.shared.closed.store(true, Ordering::Release);
+    }
+
+    /// Marks the connection closed after an internal panic, without asking
+    /// quiche (whose state can no longer be trusted): INTERNAL_ERROR (0x1).
+    pub fn mark_closed_internal_error(&mut self) {
+        for (_, e) in self.streams.drain() {
+            e.shared.closed.store(true, Ordering::Release);
+        }
+        if let Ok(mut info) = self.shared.info.lock() {
+            info.close = Some((false, 0x1, b"internal error".to_vec()));
+        }
         self.shared.closed.store(true, Ordering::Release);
     }
 

@@ -110,6 +110,9 @@ counters! {
     gro_batches,
     /// Connections that accepted 0-RTT data.
     zero_rtt_accepted,
+    /// Connections dropped after a panic inside quiche or haquic while the
+    /// worker drove them; the worker and its other connections carry on.
+    conn_panics,
 }
 
 impl Counters {

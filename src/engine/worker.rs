@@ -452,9 +452,11 @@ impl Ctx<'_> {
         let expired: Vec<u64> =
             st.conns.iter().filter(|(_, c)| c.timeout_at.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
         for id in expired {
-            if let Some(c) = st.conns.get_mut(&id) {
-                c.q.on_timeout();
+            let Some(c) = st.conns.get_mut(&id) else { continue };
+            if guarded(|| c.q.on_timeout()).is_ok() {
                 st.dirty.insert(id);
+            } else if let Some(conn) = st.conns.remove(&id) {
+                self.drop_panicked(st, id, conn);
             }
         }
         self.tend_listeners(st);
@@ -616,7 +618,13 @@ impl Ctx<'_> {
         let Some(conn) = st.conns.get_mut(&id) else { return };
         let info = quiche::RecvInfo { from: d.peer, to: d.local };
         let len = d.data.len();
-        match conn.q.recv(d.data, info) {
+        let Ok(r) = guarded(|| conn.q.recv(d.data, info)) else {
+            if let Some(conn) = st.conns.remove(&id) {
+                self.drop_panicked(st, id, conn);
+            }
+            return;
+        };
+        match r {
             Ok(_) => {
                 c.inc(&c.packets_in);
                 c.add(&c.bytes_in, len as u64);
@@ -871,109 +879,161 @@ impl Ctx<'_> {
         let mut out = std::mem::take(&mut st.buf);
         for id in dirty {
             let Some(mut conn) = st.conns.remove(&id) else { continue };
-            let was_half_open = conn.half_open;
-            if conn.process(&mut st.events, &self.worker.counters) {
-                // Events left over: another pass, soon (the engine wakes the
-                // host once the state is no longer borrowed).
-                st.dirty.insert(id);
+            match guarded(|| self.flush_conn(st, id, &mut conn, &mut out, now)) {
+                Ok(true) => {
+                    st.conns.insert(id, conn);
+                }
+                Ok(false) => {}
+                Err(()) => self.drop_panicked(st, id, conn),
             }
-            if was_half_open && !conn.half_open {
-                st.half_open = st.half_open.saturating_sub(1);
-            }
-            // New connection IDs for the peer to migrate to, bounded by its
-            // active_connection_id_limit (quiche tracks it).
-            if conn.q.is_established() {
-                while conn.q.scids_left() > 0 && conn.scids.len() < 4 {
-                    let cid = self.engine.keys.new_cid(self.worker.id);
-                    let token = self.engine.keys.reset_token(&cid);
-                    if conn.q.new_scid(&quiche::ConnectionId::from_ref(&cid), token, false).is_err() {
-                        break;
-                    }
-                    st.by_cid.insert(cid.to_vec(), id);
-                    conn.scids.push(cid.to_vec());
-                }
-                while let Some(retired) = conn.q.retired_scid_next() {
-                    st.by_cid.remove(retired.as_ref());
-                    conn.scids.retain(|c| c.as_slice() != retired.as_ref());
-                }
-            }
-            // Engine-owned sockets: consecutive packets of the same size to
-            // the same destination leave in one GSO send.
-            let gso = matches!(conn.listener.mode, Mode::Sockets(_));
-            let mut batch: Option<Batch> = None;
-            loop {
-                let (n, info) = match conn.q.send(&mut out) {
-                    Ok(v) => v,
-                    Err(quiche::Error::Done) => break,
-                    Err(e) => {
-                        log::debug!("{} send: {e}", conn.shared.trace_id);
-                        let _ = conn.q.close(false, 0x1, b"send failed");
-                        break;
-                    }
-                };
-                // Pacing: hold the datagram until quiche's send time.
-                if conn.pacing && info.at > Instant::now() + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
-                    st.paced_seq += 1;
-                    let seq = st.paced_seq;
-                    let (l, data) = (conn.listener.clone(), out[..n].to_vec());
-                    st.paced.push(Paced { at: info.at, seq, listener: l, conn_fd: conn.sock_fd, data, to: info.to, from: info.from });
-                    continue;
-                }
-                if !gso {
-                    self.emit_via(st, &conn.listener, conn.sock_fd, &out[..n], info.to, info.from);
-                    continue;
-                }
-                if let Some(b) = batch.as_mut() {
-                    if !b.sealed && b.to == info.to && b.from == info.from && n <= b.seg && b.count < MAX_GSO_SEGMENTS {
-                        b.data.extend_from_slice(&out[..n]);
-                        b.count += 1;
-                        b.sealed = n < b.seg;
-                        continue;
-                    }
-                    let full = batch.take().unwrap();
-                    self.emit_batch(st, &conn.listener, conn.sock_fd, &full);
-                }
-                batch = Some(Batch { data: out[..n].to_vec(), seg: n, count: 1, to: info.to, from: info.from, sealed: false });
-            }
-            if let Some(b) = batch.take() {
-                self.emit_batch(st, &conn.listener, conn.sock_fd, &b);
-            }
-            conn.after_send();
-            if conn.migrated {
-                // The peer's address changed: the connected socket points at
-                // the old one. Release it; the listener socket carries on.
-                conn.migrated = false;
-                if let Some(fd) = conn.sock_fd.take() {
-                    st.release_conn_socket(fd, Some(conn.shared.clone()));
-                }
-            }
-            conn.timeout_at = [conn.q.timeout().map(|d| now + d), conn.own_deadline()].into_iter().flatten().min();
-            if conn.q.is_closed() {
-                if let Some(fd) = conn.sock_fd.take() {
-                    st.release_conn_socket(fd, Some(conn.shared.clone()));
-                }
-                if conn.half_open {
-                    st.half_open = st.half_open.saturating_sub(1);
-                }
-                conn.mark_closed();
-                let s = conn.q.stats();
-                let c = &self.worker.counters;
-                c.add(&c.lost, s.lost as u64);
-                c.add(&c.retransmitted, s.retrans as u64);
-                c.inc(&c.conns_closed);
-                conn.listener.counters.inc(&conn.listener.counters.conns_closed);
-                for cid in &conn.scids {
-                    st.by_cid.remove(cid);
-                }
-                st.events.push_back(conn.closed_event());
-                continue;
-            }
-            conn.refresh_info();
-            st.conns.insert(id, conn);
         }
         st.buf = out;
     }
+
+    /// Runs one connection's events, new IDs and sends. False once it has
+    /// closed (it is then gone from the worker).
+    fn flush_conn(&self, st: &mut WorkerState, id: u64, conn: &mut Conn, out: &mut [u8], now: Instant) -> bool {
+        #[cfg(feature = "test-hooks")]
+        if std::mem::take(&mut conn.panic_next_flush) {
+            panic!("{}: panic injected by haquic_test_conn_panic", conn.shared.trace_id);
+        }
+        let was_half_open = conn.half_open;
+        if conn.process(&mut st.events, &self.worker.counters) {
+            // Events left over: another pass, soon (the engine wakes the
+            // host once the state is no longer borrowed).
+            st.dirty.insert(id);
+        }
+        if was_half_open && !conn.half_open {
+            st.half_open = st.half_open.saturating_sub(1);
+        }
+        // New connection IDs for the peer to migrate to, bounded by its
+        // active_connection_id_limit (quiche tracks it).
+        if conn.q.is_established() {
+            while conn.q.scids_left() > 0 && conn.scids.len() < 4 {
+                let cid = self.engine.keys.new_cid(self.worker.id);
+                let token = self.engine.keys.reset_token(&cid);
+                if conn.q.new_scid(&quiche::ConnectionId::from_ref(&cid), token, false).is_err() {
+                    break;
+                }
+                st.by_cid.insert(cid.to_vec(), id);
+                conn.scids.push(cid.to_vec());
+            }
+            while let Some(retired) = conn.q.retired_scid_next() {
+                st.by_cid.remove(retired.as_ref());
+                conn.scids.retain(|c| c.as_slice() != retired.as_ref());
+            }
+        }
+        // Engine-owned sockets: consecutive packets of the same size to
+        // the same destination leave in one GSO send.
+        let gso = matches!(conn.listener.mode, Mode::Sockets(_));
+        let mut batch: Option<Batch> = None;
+        loop {
+            let (n, info) = match conn.q.send(out) {
+                Ok(v) => v,
+                Err(quiche::Error::Done) => break,
+                Err(e) => {
+                    log::debug!("{} send: {e}", conn.shared.trace_id);
+                    let _ = conn.q.close(false, 0x1, b"send failed");
+                    break;
+                }
+            };
+            // Pacing: hold the datagram until quiche's send time.
+            if conn.pacing && info.at > Instant::now() + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
+                st.paced_seq += 1;
+                let seq = st.paced_seq;
+                let (l, data) = (conn.listener.clone(), out[..n].to_vec());
+                st.paced.push(Paced { at: info.at, seq, listener: l, conn_fd: conn.sock_fd, data, to: info.to, from: info.from });
+                continue;
+            }
+            if !gso {
+                self.emit_via(st, &conn.listener, conn.sock_fd, &out[..n], info.to, info.from);
+                continue;
+            }
+            if let Some(b) = batch.as_mut() {
+                if !b.sealed && b.to == info.to && b.from == info.from && n <= b.seg && b.count < MAX_GSO_SEGMENTS {
+                    b.data.extend_from_slice(&out[..n]);
+                    b.count += 1;
+                    b.sealed = n < b.seg;
+                    continue;
+                }
+                let full = batch.take().unwrap();
+                self.emit_batch(st, &conn.listener, conn.sock_fd, &full);
+            }
+            batch = Some(Batch { data: out[..n].to_vec(), seg: n, count: 1, to: info.to, from: info.from, sealed: false });
+        }
+        if let Some(b) = batch.take() {
+            self.emit_batch(st, &conn.listener, conn.sock_fd, &b);
+        }
+        conn.after_send();
+        if conn.migrated {
+            // The peer's address changed: the connected socket points at
+            // the old one. Release it; the listener socket carries on.
+            conn.migrated = false;
+            if let Some(fd) = conn.sock_fd.take() {
+                st.release_conn_socket(fd, Some(conn.shared.clone()));
+            }
+        }
+        conn.timeout_at = [conn.q.timeout().map(|d| now + d), conn.own_deadline()].into_iter().flatten().min();
+        if conn.q.is_closed() {
+            if let Some(fd) = conn.sock_fd.take() {
+                st.release_conn_socket(fd, Some(conn.shared.clone()));
+            }
+            if conn.half_open {
+                st.half_open = st.half_open.saturating_sub(1);
+            }
+            conn.mark_closed();
+            let s = conn.q.stats();
+            let c = &self.worker.counters;
+            c.add(&c.lost, s.lost as u64);
+            c.add(&c.retransmitted, s.retrans as u64);
+            c.inc(&c.conns_closed);
+            conn.listener.counters.inc(&conn.listener.counters.conns_closed);
+            for cid in &conn.scids {
+                st.by_cid.remove(cid);
+            }
+            st.events.push_back(conn.closed_event());
+            return false;
+        }
+        conn.refresh_info();
+        true
+    }
+
+    /// A connection whose processing panicked (in quiche or here): its state
+    /// can no longer be trusted, so it is dropped without another packet.
+    /// Its IDs, socket and half-open slot are released, the host gets a
+    /// Closed event (code 0x1, INTERNAL_ERROR) and `conn_panics` counts it.
+    fn drop_panicked(&self, st: &mut WorkerState, id: u64, mut conn: Box<Conn>) {
+        let c = &self.worker.counters;
+        log::error!("{} dropped after an internal panic", conn.shared.trace_id);
+        c.inc(&c.conn_panics);
+        c.inc(&c.conns_closed);
+        conn.listener.counters.inc(&conn.listener.counters.conns_closed);
+        st.dirty.remove(&id);
+        if let Some(fd) = conn.sock_fd.take() {
+            st.release_conn_socket(fd, Some(conn.shared.clone()));
+        }
+        if conn.half_open {
+            st.half_open = st.half_open.saturating_sub(1);
+        }
+        for cid in &conn.scids {
+            st.by_cid.remove(cid);
+        }
+        st.by_cid.retain(|_, v| *v != id);
+        if let Ok(ev) = guarded(|| {
+            conn.mark_closed_internal_error();
+            conn.closed_event()
+        }) {
+            st.events.push_back(ev);
+        }
+    }
 }
+
+/// Runs `f`, turning a panic into `Err(())`. The panic message has already
+/// been printed by the panic hook.
+fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, ()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ())
+}
+
 
 fn listener_conn_sockets(l: &Listener) -> bool {
     l.conn_sockets && matches!(l.mode, Mode::Sockets(_))

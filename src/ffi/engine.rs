@@ -909,6 +909,8 @@ pub struct haquic_stats {
     pub gro_batches: u64,
     /// Connections that accepted 0-RTT data.
     pub zero_rtt_accepted: u64,
+    /// Connections dropped after an internal panic (the worker carries on).
+    pub conn_panics: u64,
 }
 
 impl Versioned for haquic_stats {
@@ -961,6 +963,7 @@ fn to_c_stats(s: &Snapshot) -> haquic_stats {
         gso_sends: s.gso_sends,
         gro_batches: s.gro_batches,
         zero_rtt_accepted: s.zero_rtt_accepted,
+        conn_panics: s.conn_panics,
     }
 }
 

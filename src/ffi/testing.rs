@@ -52,6 +52,21 @@ pub extern "C" fn haquic_test_raw_stream_abort(
     }
 }
 
+/// Makes the next pass over `conn` panic inside its worker, as a bug in
+/// quiche would: the connection must be dropped alone (Closed event with
+/// INTERNAL_ERROR, `conn_panics` counted) while its worker carries on.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_test_conn_panic(conn: *const super::conn::haquic_conn) -> haquic_result {
+    ffi_panic_boundary! {
+        let c = super::try_ref!(conn);
+        let Some(engine) = c.engine.upgrade() else { return haquic_result::HAQUIC_ERR_CLOSED };
+        super::to_code(engine.with_conn(c, |conn, _| {
+            conn.panic_next_flush = true;
+            Ok(())
+        }))
+    }
+}
+
 /// Turns GSO off for the rest of the process, as on a kernel that refuses
 /// UDP_SEGMENT: datagrams are then sent one by one.
 #[unsafe(no_mangle)]
