@@ -11,6 +11,8 @@ Endpoints:
   GET  /text/<n>         n bytes of compressible text/plain (for compression)
   POST|PUT /echo         the request body streamed back: with a Content-Length
                          when the request had one, chunked when it was chunked
+  POST|PUT /sink         reads and drops the body (Content-Length or chunked),
+                         then answers the number of bytes it got, as text
   GET  /headers          the request line and headers received, as JSON
   GET  /trailers         a chunked body followed by a trailer
                          `x-checksum: <sha256 of the body>`
@@ -217,6 +219,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = urlsplit(self.path).path
+        if path == "/sink":
+            got = sum(len(data) for data in self._body_chunks())
+            return self._simple(200, b"%d\n" % got)
         if path != "/echo":
             self._drain_body()
             return self._simple(404, b"not found\n")
