@@ -14,7 +14,7 @@ use crate::engine::event::{Event, EventKind};
 use crate::engine::listener::Listener;
 use crate::engine::stats::Counters;
 use crate::error::{Error, Result, haquic_result};
-use crate::h3::{self as h3rules, BodyCounter, Field};
+use crate::h3::{self as h3rules, BodyCounter, Field, FieldRef};
 use crate::handle::{Shared, shared};
 use quiche::h3::NameValue;
 use std::collections::{HashMap, VecDeque};
@@ -189,12 +189,8 @@ pub struct Conn {
 /// queue stays bounded, and one busy connection cannot starve the others.
 const MAX_H3_EVENTS_PER_PASS: usize = 1024;
 
-fn to_fields(list: &[quiche::h3::Header]) -> Vec<Field> {
-    list.iter().map(|h| (h.name().to_vec(), h.value().to_vec())).collect()
-}
-
-fn to_headers(fields: &[Field]) -> Vec<quiche::h3::Header> {
-    fields.iter().map(|(n, v)| quiche::h3::Header::new(n, v)).collect()
+fn to_headers<'a>(fields: &[FieldRef<'a>]) -> Vec<quiche::h3::HeaderRef<'a>> {
+    fields.iter().map(|(n, v)| quiche::h3::HeaderRef::new(n, v)).collect()
 }
 
 fn closed_err() -> Error {
@@ -421,7 +417,7 @@ impl Conn {
             };
             match ev {
                 quiche::h3::Event::Headers { list, more_frames } => {
-                    self.on_headers(sid, to_fields(&list), more_frames, events, counters)
+                    self.on_headers(sid, list, more_frames, events, counters)
                 }
                 quiche::h3::Event::Data => {
                     if let Some(e) = self.streams.get_mut(&sid) {
@@ -519,7 +515,7 @@ impl Conn {
                 self.abort_stream(sid, h3rules::H3_REQUEST_REJECTED);
                 return;
             }
-            match h3rules::validate_request(&fields) {
+            match h3rules::validate_request(fields) {
                 Ok(req) => {
                     let s = self.new_stream(sid);
                     let e = self.streams.get_mut(&sid).unwrap();
@@ -549,10 +545,10 @@ impl Conn {
         } else {
             let Some(e) = self.streams.get_mut(&sid) else { return };
             match h3rules::validate_response(&fields) {
-                Ok((fields, cl)) => {
+                Ok(cl) => {
                     // Interim (1xx) responses are passed on; the final one
                     // marks the headers as received.
-                    let interim = fields.first().is_some_and(|(_, v)| v.first() == Some(&b'1'));
+                    let interim = fields.first().is_some_and(|h| h.value().first() == Some(&b'1'));
                     if !interim {
                         e.headers_received = true;
                         e.body.expected = cl;
@@ -779,7 +775,7 @@ impl Conn {
     }
 
     /// Sends the response (server) head, with FIN when there is no body.
-    pub fn send_headers(&mut self, stream: &StreamShared, fields: &[Field], fin: bool) -> Result<()> {
+    pub fn send_headers(&mut self, stream: &StreamShared, fields: &[FieldRef<'_>], fin: bool) -> Result<()> {
         let sid = self.sendable(stream, false)?;
         let headers = to_headers(fields);
         let h3 = self.h3.as_mut().ok_or_else(not_ready)?;
@@ -818,12 +814,12 @@ impl Conn {
     }
 
     /// Sends a trailer section, which ends the stream.
-    pub fn send_trailers(&mut self, stream: &StreamShared, fields: &[Field]) -> Result<()> {
+    pub fn send_trailers(&mut self, stream: &StreamShared, fields: &[FieldRef<'_>]) -> Result<()> {
         let sid = self.sendable(stream, true)?;
-        if let Err(m) = h3rules::validate_trailers(fields) {
+        let headers = to_headers(fields);
+        if let Err(m) = h3rules::validate_trailers(&headers) {
             return Err(Error::new(haquic_result::HAQUIC_ERR_INVALID_ARGUMENT, m.0));
         }
-        let headers = to_headers(fields);
         let h3 = self.h3.as_mut().ok_or_else(not_ready)?;
         match h3.send_additional_headers(&mut self.q, sid, &headers, true, true) {
             Ok(()) => {
@@ -857,7 +853,7 @@ impl Conn {
     }
 
     /// Client role: sends a request head and returns its stream.
-    pub fn send_request(&mut self, fields: &[Field], fin: bool) -> Result<Shared<StreamShared>> {
+    pub fn send_request(&mut self, fields: &[FieldRef<'_>], fin: bool) -> Result<Shared<StreamShared>> {
         if self.shared.is_server {
             return Err(Error::new(haquic_result::HAQUIC_ERR_INVALID_STATE, "only a client sends requests"));
         }

@@ -42,8 +42,14 @@ pub fn wire_code(e: &quiche::h3::Error) -> u64 {
     }
 }
 
-/// A header field as raw bytes.
-pub type Field = (Vec<u8>, Vec<u8>);
+use quiche::h3::NameValue;
+
+/// A header field as quiche decodes it: received sections are handed on
+/// as they are, without copying their fields.
+pub type Field = quiche::h3::Header;
+
+/// A borrowed header field (what the host hands over to be sent).
+pub type FieldRef<'a> = (&'a [u8], &'a [u8]);
 
 /// Why a header section is malformed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,19 +62,39 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The bytes a field name may hold: visible ASCII but ':' and uppercase.
+const NAME_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x21;
+    while c < 0x7f {
+        t[c] = c != b':' as usize && !(c >= b'A' as usize && c <= b'Z' as usize);
+        c += 1;
+    }
+    t
+};
+
+/// The bytes a field value may not hold: NUL, CR and LF.
+const BAD_VALUE_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    t[0] = true;
+    t[b'\r' as usize] = true;
+    t[b'\n' as usize] = true;
+    t
+};
+
 /// Checks what every section shares: lowercase names, valid characters, no
 /// connection-specific fields, `te` only as "trailers".
 fn check_regular(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
     if name.is_empty() {
         return Err(Malformed("empty field name".into()));
     }
-    if name.iter().any(|c| c.is_ascii_uppercase()) {
-        return Err(Malformed(format!("uppercase field name '{}'", text(name))));
-    }
-    if name.iter().any(|&c| c <= 0x20 || c >= 0x7f || c == b':') {
+    if !name.iter().all(|&c| NAME_CHAR[c as usize]) {
+        if name.iter().any(|c| c.is_ascii_uppercase()) {
+            return Err(Malformed(format!("uppercase field name '{}'", text(name))));
+        }
         return Err(Malformed(format!("invalid character in field name '{}'", text(name))));
     }
-    if value.iter().any(|&c| c == 0 || c == b'\r' || c == b'\n') {
+    if value.iter().any(|&c| BAD_VALUE_CHAR[c as usize]) {
         return Err(Malformed(format!("invalid character in the value of '{}'", text(name))));
     }
     if CONNECTION_SPECIFIC.contains(&name) {
@@ -110,56 +136,45 @@ pub struct Request {
     pub fields: Vec<Field>,
     /// The declared body length, if any.
     pub content_length: Option<u64>,
-    /// The method.
-    pub method: Vec<u8>,
 }
 
 /// Validates a request header section (RFC 9114 §4.3.1) and joins cookie
-/// crumbs with "; ".
-pub fn validate_request(fields: &[Field]) -> Result<Request, Malformed> {
-    let mut method = None;
-    let mut scheme = None;
-    let mut path = None;
-    let mut authority = None;
-    let mut protocol = None;
-    let mut regular_seen = false;
+/// crumbs with "; ". Works in place on the decoded fields: they are moved,
+/// never copied, and a section without cookies allocates nothing.
+pub fn validate_request(mut fields: Vec<Field>) -> Result<Request, Malformed> {
+    // Indices into `fields` of the pseudo-headers, in canonical order.
+    const PSEUDO: [&[u8]; 5] = [b"method", b"scheme", b"authority", b"path", b"protocol"];
+    let mut slot: [Option<usize>; 5] = [None; 5];
+    let mut npseudo = 0;
     let mut content_length = None;
-    let mut cookies: Vec<&[u8]> = Vec::new();
-    let mut out: Vec<Field> = Vec::with_capacity(fields.len());
+    let mut cookies = 0usize;
     let mut host = None;
 
-    for (name, value) in fields {
+    for (i, f) in fields.iter().enumerate() {
+        let (name, value) = (f.name(), f.value());
         if let Some(pseudo) = name.strip_prefix(b":") {
-            if regular_seen {
+            if npseudo != i {
                 return Err(Malformed(format!("pseudo-header '{}' after a regular field", text(name))));
             }
-            let slot = match pseudo {
-                b"method" => &mut method,
-                b"scheme" => &mut scheme,
-                b"path" => &mut path,
-                b"authority" => &mut authority,
-                b"protocol" => &mut protocol,
-                _ => return Err(Malformed(format!("unknown pseudo-header '{}'", text(name)))),
+            let Some(k) = PSEUDO.iter().position(|p| *p == pseudo) else {
+                return Err(Malformed(format!("unknown pseudo-header '{}'", text(name))));
             };
-            if slot.is_some() {
+            if slot[k].replace(i).is_some() {
                 return Err(Malformed(format!("duplicate pseudo-header '{}'", text(name))));
             }
-            *slot = Some(value.clone());
+            npseudo += 1;
             continue;
         }
-        regular_seen = true;
         check_regular(name, value)?;
-        match name.as_slice() {
+        match name {
             b"content-length" => content_length = Some(parse_content_length(value, content_length)?),
-            b"cookie" => {
-                cookies.push(value);
-                continue;
-            }
-            b"host" => host = Some(value.clone()),
+            b"cookie" => cookies += 1,
+            b"host" => host = Some(i),
             _ => {}
         }
-        out.push((name.clone(), value.clone()));
     }
+    let value = |k: usize| slot[k].map(|i| fields[i].value());
+    let (method, scheme, authority, path, protocol) = (value(0), value(1), value(2), value(3), value(4));
 
     let method = method.ok_or_else(|| Malformed("missing :method".into()))?;
     if method.is_empty() {
@@ -176,61 +191,70 @@ pub fn validate_request(fields: &[Field]) -> Result<Request, Malformed> {
         if protocol.is_some() && method != b"CONNECT" {
             return Err(Malformed(":protocol on a method other than CONNECT".into()));
         }
-        match &scheme {
+        match scheme {
             None => return Err(Malformed("missing :scheme".into())),
             Some(s) if s.is_empty() => return Err(Malformed("empty :scheme".into())),
             _ => {}
         }
-        match &path {
+        match path {
             None => return Err(Malformed("missing :path".into())),
             Some(p) if p.is_empty() => return Err(Malformed("empty :path".into())),
             _ => {}
         }
-        let is_http = matches!(scheme.as_deref(), Some(b"http") | Some(b"https"));
-        if is_http && authority.as_deref().is_none_or(|a| a.is_empty()) && host.as_deref().is_none_or(|h| h.is_empty()) {
+        let host = host.map(|i| fields[i].value());
+        let is_http = matches!(scheme, Some(b"http") | Some(b"https"));
+        if is_http && authority.is_none_or(|a| a.is_empty()) && host.is_none_or(|h| h.is_empty()) {
             return Err(Malformed("missing :authority and host".into()));
         }
     }
-    if let (Some(a), Some(h)) = (&authority, &host) {
-        if a != h {
+    if let (Some(a), Some(h)) = (authority, host) {
+        if a != fields[h].value() {
             return Err(Malformed(":authority and host differ".into()));
         }
     }
 
-    let mut head: Vec<Field> = Vec::with_capacity(out.len() + 5);
-    head.push((b":method".to_vec(), method.clone()));
-    for (n, v) in [(&b":scheme"[..], scheme), (b":authority", authority), (b":path", path), (b":protocol", protocol)] {
-        if let Some(v) = v {
-            head.push((n.to_vec(), v));
-        }
+    // Pseudo-headers first, in canonical order (they are a prefix already).
+    let rank = |name: &[u8]| PSEUDO.iter().position(|p| name.get(1..) == Some(*p)).unwrap_or(PSEUDO.len());
+    fields[..npseudo].sort_unstable_by_key(|f| rank(f.name()));
+    // Cookie crumbs leave their places and come back joined, last.
+    if cookies > 0 {
+        let mut joined: Vec<u8> = Vec::new();
+        let mut crumbs = 0;
+        fields.retain(|f| {
+            if f.name() != b"cookie" {
+                return true;
+            }
+            if crumbs > 0 {
+                joined.extend_from_slice(b"; ");
+            }
+            crumbs += 1;
+            joined.extend_from_slice(f.value());
+            false
+        });
+        fields.push(Field::new(b"cookie", &joined));
     }
-    head.extend(out);
-    if !cookies.is_empty() {
-        head.push((b"cookie".to_vec(), cookies.join(&b"; "[..])));
-    }
-    Ok(Request { fields: head, content_length, method })
+    Ok(Request { fields, content_length })
 }
 
 /// Validates a response header section: `:status` (three digits) first and
-/// alone among pseudo-headers.
-pub fn validate_response(fields: &[Field]) -> Result<(Vec<Field>, Option<u64>), Malformed> {
-    let mut status = None;
+/// alone among pseudo-headers. Returns the declared content-length.
+pub fn validate_response<T: NameValue>(fields: &[T]) -> Result<Option<u64>, Malformed> {
+    let mut status = false;
     let mut regular_seen = false;
     let mut content_length = None;
-    let mut out = Vec::with_capacity(fields.len());
-    for (name, value) in fields {
+    for f in fields {
+        let (name, value) = (f.name(), f.value());
         if name.first() == Some(&b':') {
             if regular_seen {
                 return Err(Malformed("pseudo-header after a regular field".into()));
             }
-            if name != b":status" || status.is_some() {
+            if name != b":status" || status {
                 return Err(Malformed(format!("unexpected pseudo-header '{}' in a response", text(name))));
             }
             if value.len() != 3 || !value.iter().all(|c| c.is_ascii_digit()) {
                 return Err(Malformed(format!(":status '{}' is not three digits", text(value))));
             }
-            status = Some(value.clone());
-            out.push((name.clone(), value.clone()));
+            status = true;
             continue;
         }
         regular_seen = true;
@@ -238,17 +262,17 @@ pub fn validate_response(fields: &[Field]) -> Result<(Vec<Field>, Option<u64>), 
         if name == b"content-length" {
             content_length = Some(parse_content_length(value, content_length)?);
         }
-        out.push((name.clone(), value.clone()));
     }
-    if status.is_none() {
+    if !status {
         return Err(Malformed("missing :status".into()));
     }
-    Ok((out, content_length))
+    Ok(content_length)
 }
 
 /// Validates a trailer section: no pseudo-headers, the regular-field rules.
-pub fn validate_trailers(fields: &[Field]) -> Result<(), Malformed> {
-    for (name, value) in fields {
+pub fn validate_trailers<T: NameValue>(fields: &[T]) -> Result<(), Malformed> {
+    for f in fields {
+        let (name, value) = (f.name(), f.value());
         if name.first() == Some(&b':') {
             return Err(Malformed(format!("pseudo-header '{}' in trailers", text(name))));
         }
@@ -292,7 +316,7 @@ mod tests {
     use super::*;
 
     fn f(list: &[(&str, &str)]) -> Vec<Field> {
-        list.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+        list.iter().map(|(n, v)| Field::new(n.as_bytes(), v.as_bytes())).collect()
     }
 
     const OK: &[(&str, &str)] = &[(":method", "GET"), (":scheme", "https"), (":authority", "a.test"), (":path", "/")];
@@ -301,9 +325,16 @@ mod tests {
     fn accepts_a_plain_request_and_joins_cookies() {
         let mut l = OK.to_vec();
         l.extend([("cookie", "a=1"), ("x-y", "z"), ("cookie", "b=2")]);
-        let r = validate_request(&f(&l)).unwrap();
-        assert_eq!(r.fields.last().unwrap(), &(b"cookie".to_vec(), b"a=1; b=2".to_vec()));
-        assert_eq!(r.fields[0].0, b":method");
+        let r = validate_request(f(&l)).unwrap();
+        assert_eq!(r.fields.last().unwrap(), &Field::new(b"cookie", b"a=1; b=2"));
+        assert_eq!(r.fields[0].name(), b":method");
+        // pseudo-headers in canonical order, the rest in arrival order
+        let mut l = vec![(":path", "/"), (":authority", "a.test"), (":scheme", "https"), (":method", "GET")];
+        l.extend([("cookie", ""), ("x-y", "z"), ("cookie", "b=2")]);
+        let r = validate_request(f(&l)).unwrap();
+        let names: Vec<&[u8]> = r.fields.iter().map(|h| h.name()).collect();
+        assert_eq!(names, [&b":method"[..], b":scheme", b":authority", b":path", b"x-y", b"cookie"]);
+        assert_eq!(r.fields[5].value(), b"; b=2");
     }
 
     #[test]
@@ -324,7 +355,7 @@ mod tests {
             &[(":method", "CONNECT"), (":authority", "a"), (":path", "/")],
         ];
         for c in cases {
-            assert!(validate_request(&f(c)).is_err(), "accepted {c:?}");
+            assert!(validate_request(f(c)).is_err(), "accepted {c:?}");
         }
     }
 

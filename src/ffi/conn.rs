@@ -8,7 +8,7 @@
 use super::{ArcHandle, ffi_panic_boundary, handle_ref, handle_unref, into_handle, to_code, try_out, try_ref};
 use crate::conn::{ConnShared, StreamShared};
 use crate::error::{Error, Result, haquic_result};
-use crate::h3::Field;
+use crate::h3::FieldRef;
 use crate::handle::Shared;
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -56,7 +56,8 @@ fn engine_of(conn: &ConnShared) -> Result<Shared<crate::engine::EngineInner>> {
     conn.engine.upgrade().ok_or_else(|| Error::new(haquic_result::HAQUIC_ERR_CLOSED, "the engine is gone"))
 }
 
-fn fields_of(headers: *const haquic_header, n: usize) -> Option<Vec<Field>> {
+/// The caller's header array, borrowed for the duration of the call.
+fn fields_of<'a>(headers: *const haquic_header, n: usize) -> Option<Vec<FieldRef<'a>>> {
     if n == 0 {
         return Some(Vec::new());
     }
@@ -69,7 +70,7 @@ fn fields_of(headers: *const haquic_header, n: usize) -> Option<Vec<Field>> {
         .map(|h| {
             let name = super::borrow_slice(h.name, h.name_len)?;
             let value = if h.value_len == 0 { &[][..] } else { super::borrow_slice(h.value, h.value_len)? };
-            Some((name.to_vec(), value.to_vec()))
+            Some((name, value))
         })
         .collect()
 }

@@ -591,10 +591,14 @@ fn empty_event() -> haquic_event {
     }
 }
 
-fn header_array(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<haquic_header> {
+fn header_array(fields: &[crate::h3::Field]) -> Vec<haquic_header> {
+    use quiche::h3::NameValue;
     fields
         .iter()
-        .map(|(n, v)| haquic_header { name: n.as_ptr(), name_len: n.len(), value: v.as_ptr(), value_len: v.len() })
+        .map(|h| {
+            let (n, v) = (h.name(), h.value());
+            haquic_header { name: n.as_ptr(), name_len: n.len(), value: v.as_ptr(), value_len: v.len() }
+        })
         .collect()
 }
 
