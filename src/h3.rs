@@ -73,15 +73,6 @@ const NAME_CHAR: [bool; 256] = {
     t
 };
 
-/// The bytes a field value may not hold: NUL, CR and LF.
-const BAD_VALUE_CHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    t[0] = true;
-    t[b'\r' as usize] = true;
-    t[b'\n' as usize] = true;
-    t
-};
-
 /// Checks what every section shares: lowercase names, valid characters, no
 /// connection-specific fields, `te` only as "trailers".
 fn check_regular(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
@@ -94,7 +85,8 @@ fn check_regular(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
         }
         return Err(Malformed(format!("invalid character in field name '{}'", text(name))));
     }
-    if value.iter().any(|&c| BAD_VALUE_CHAR[c as usize]) {
+    // Branch-free, so that it vectorises: values are the long part.
+    if value.iter().fold(false, |bad, &c| bad | (c == 0) | (c == b'\r') | (c == b'\n')) {
         return Err(Malformed(format!("invalid character in the value of '{}'", text(name))));
     }
     if CONNECTION_SPECIFIC.contains(&name) {
