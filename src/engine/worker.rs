@@ -85,8 +85,10 @@ impl Ord for Paced {
 }
 
 /// Packets of one connection, same size, same path, sent together with GSO.
+/// quiche writes them one after the other into the worker's send buffer, so
+/// a batch is the first `len` bytes of it: no copy between packet and send.
 struct Batch {
-    data: Vec<u8>,
+    len: usize,
     seg: usize,
     count: usize,
     to: SocketAddr,
@@ -357,16 +359,16 @@ impl Ctx<'_> {
     /// Sends a batch of same-size packets with one GSO send (or one by one
     /// where the kernel refuses GSO), through the connection's own socket
     /// when it is connected to the destination.
-    fn emit_batch(&self, st: &mut WorkerState, listener: &Listener, conn_fd: Option<i32>, b: &Batch) {
+    fn emit_batch(&self, st: &mut WorkerState, listener: &Listener, conn_fd: Option<i32>, data: &[u8], b: &Batch) {
         if b.count == 1 {
-            return self.emit_via(st, listener, conn_fd, &b.data, b.to, b.from);
+            return self.emit_via(st, listener, conn_fd, data, b.to, b.from);
         }
         let c = self.counters();
         let own = conn_fd.and_then(|fd| st.conn_socks.get(&fd)).filter(|cs| !cs.releasing && cs.sock.peer_addr() == Some(b.to));
         let lsock = st.lsocks.get(&listener.id).filter(|ls| !ls.releasing);
         let r = match (own, lsock) {
-            (Some(cs), _) => cs.sock.send_segments(&b.data, b.seg, None),
-            (None, Some(ls)) => ls.sock.send_segments(&b.data, b.seg, Some(b.to)),
+            (Some(cs), _) => cs.sock.send_segments(data, b.seg, None),
+            (None, Some(ls)) => ls.sock.send_segments(data, b.seg, Some(b.to)),
             (None, None) => return,
         };
         match r {
@@ -375,7 +377,7 @@ impl Ctx<'_> {
                     c.inc(&c.gso_sends);
                 }
                 c.add(&c.packets_out, b.count as u64);
-                c.add(&c.bytes_out, b.data.len() as u64);
+                c.add(&c.bytes_out, data.len() as u64);
             }
             Err(_) => c.inc(&c.send_errors),
         }
@@ -926,9 +928,20 @@ impl Ctx<'_> {
         // Engine-owned sockets: consecutive packets of the same size to
         // the same destination leave in one GSO send.
         let gso = matches!(conn.listener.mode, Mode::Sockets(_));
+        // Room one more packet needs in the send buffer.
+        let room = conn.q.max_send_udp_payload_size().max(1200);
         let mut batch: Option<Batch> = None;
         loop {
-            let (n, info) = match conn.q.send(out) {
+            let off = match batch.as_ref() {
+                Some(b) if b.sealed || b.count >= MAX_GSO_SEGMENTS || out.len() - b.len < room => {
+                    self.emit_batch(st, &conn.listener, conn.sock_fd, &out[..b.len], b);
+                    batch = None;
+                    0
+                }
+                Some(b) => b.len,
+                None => 0,
+            };
+            let (n, info) = match conn.q.send(&mut out[off..]) {
                 Ok(v) => v,
                 Err(quiche::Error::Done) => break,
                 Err(e) => {
@@ -937,32 +950,37 @@ impl Ctx<'_> {
                     break;
                 }
             };
+            let pkt = off..off + n;
             // Pacing: hold the datagram until quiche's send time.
-            if conn.pacing && info.at > Instant::now() + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
+            if conn.pacing && info.at > now + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
                 st.paced_seq += 1;
                 let seq = st.paced_seq;
-                let (l, data) = (conn.listener.clone(), out[..n].to_vec());
+                let (l, data) = (conn.listener.clone(), out[pkt].to_vec());
                 st.paced.push(Paced { at: info.at, seq, listener: l, conn_fd: conn.sock_fd, data, to: info.to, from: info.from });
                 continue;
             }
             if !gso {
-                self.emit_via(st, &conn.listener, conn.sock_fd, &out[..n], info.to, info.from);
+                self.emit_via(st, &conn.listener, conn.sock_fd, &out[pkt], info.to, info.from);
                 continue;
             }
-            if let Some(b) = batch.as_mut() {
-                if !b.sealed && b.to == info.to && b.from == info.from && n <= b.seg && b.count < MAX_GSO_SEGMENTS {
-                    b.data.extend_from_slice(&out[..n]);
+            match batch.as_mut() {
+                Some(b) if b.to == info.to && b.from == info.from && n <= b.seg => {
+                    b.len += n;
                     b.count += 1;
                     b.sealed = n < b.seg;
-                    continue;
                 }
-                let full = batch.take().unwrap();
-                self.emit_batch(st, &conn.listener, conn.sock_fd, &full);
+                Some(b) => {
+                    // Another path, or a larger packet: the batch leaves and
+                    // this packet starts the next one.
+                    self.emit_batch(st, &conn.listener, conn.sock_fd, &out[..b.len], b);
+                    out.copy_within(pkt, 0);
+                    batch = Some(Batch { len: n, seg: n, count: 1, to: info.to, from: info.from, sealed: false });
+                }
+                None => batch = Some(Batch { len: n, seg: n, count: 1, to: info.to, from: info.from, sealed: false }),
             }
-            batch = Some(Batch { data: out[..n].to_vec(), seg: n, count: 1, to: info.to, from: info.from, sealed: false });
         }
         if let Some(b) = batch.take() {
-            self.emit_batch(st, &conn.listener, conn.sock_fd, &b);
+            self.emit_batch(st, &conn.listener, conn.sock_fd, &out[..b.len], &b);
         }
         conn.after_send();
         if conn.migrated {
