@@ -64,7 +64,7 @@ $(RELEASE_A): $(RUST_SRCS) include/haquic.h
 # Regenerates include/haquic.h from the sources (cbindgen runs in build.rs).
 header:
 	$(CARGO) build --release --lib
-	cp "$$(cat target/release/build/haquic-*/out/header-path.txt | xargs ls -t | head -n1)" include/haquic.h
+	cp "$$(for f in target/release/build/haquic-*/out/header-path.txt; do cat $$f; echo; done | xargs ls -t | head -n1)" include/haquic.h
 	@echo "include/haquic.h regenerated"
 
 $(BUILD)/haquic.pc: haquic.pc.in Cargo.toml
@@ -168,7 +168,7 @@ check-symbols: $(STAGE_RELEASE)/$(SONAME)
 # Fails when include/haquic.h differs from what the sources generate (the
 # same check runs inside `cargo test`, tests/abi.rs).
 check-header: $(RELEASE_A)
-	diff -u include/haquic.h "$$(cat target/release/build/haquic-*/out/header-path.txt | xargs ls -t | head -n1)"
+	diff -u include/haquic.h "$$(for f in target/release/build/haquic-*/out/header-path.txt; do cat $$f; echo; done | xargs ls -t | head -n1)"
 
 include mk/interop.mk
 include mk/bench.mk

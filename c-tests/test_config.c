@@ -298,6 +298,27 @@ cleanup:
 	return rc;
 }
 
+/* Key-exchange groups (HAProxy's curves): known names are taken, unknown or
+ * empty lists are refused with a reason and change nothing. */
+static int cfg_curves(void)
+{
+	const haquic_config *cfg = haquic_config_new();
+	int rc = 1;
+
+	CHECK_RESULT(haquic_config_set_curves(cfg, "X25519:P-256"), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_set_curves(cfg, "X25519MLKEM768:X25519"), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_set_curves(cfg, "X25519:brainpool9"), HAQUIC_ERR_INVALID_ARGUMENT);
+	CHECK_STR_CONTAINS(haquic_config_last_error(cfg), "X25519:brainpool9");
+	CHECK_RESULT(haquic_config_set_curves(cfg, ""), HAQUIC_ERR_INVALID_ARGUMENT);
+	CHECK_RESULT(haquic_config_set_curves(cfg, NULL), HAQUIC_ERR_NULL);
+	CHECK_STR_CONTAINS(haquic_config_last_error(cfg), "curves");
+	CHECK_RESULT(haquic_config_set_curves(NULL, "X25519"), HAQUIC_ERR_NULL);
+	rc = 0;
+cleanup:
+	haquic_config_unref(cfg);
+	return rc;
+}
+
 static int cfg_alpn_list(void)
 {
 	const haquic_config *cfg = haquic_config_new();
@@ -601,6 +622,7 @@ const struct test_case config_tests[] = {
 	{ "config_key_mismatch_names_both_files", cfg_key_mismatch_names_both_files },
 	{ "config_failed_load_keeps_previous_identity", cfg_failed_load_keeps_previous_identity },
 	{ "config_load_from_memory", cfg_load_from_memory },
+	{ "config_curves", cfg_curves },
 	{ "config_alpn_list", cfg_alpn_list },
 	{ "config_alpn_bad_lists", cfg_alpn_bad_lists },
 	{ "config_alpn_wire_format", cfg_alpn_wire_format },

@@ -680,6 +680,35 @@ cleanup:
 #endif
 
 
+/* The groups set on both sides decide the key exchange: with none in
+ * common the handshake fails, with one in common it completes. */
+static int engine_curves_decide_key_exchange(void)
+{
+	struct pair p;
+	int i, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK_RESULT(haquic_config_set_curves(p.scfg, "P-384"), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_set_curves(p.ccfg, "X25519"), HAQUIC_OK);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.closed, 5000));
+	CHECK(!p.established);
+	pair_free(&p);
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK_RESULT(haquic_config_set_curves(p.scfg, "X25519:P-256"), HAQUIC_OK);
+	CHECK_RESULT(haquic_config_set_curves(p.ccfg, "P-256"), HAQUIC_OK);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	i = pair_request(&p, "GET", "/size/1000", NULL, 0);
+	CHECK(i >= 0 && PAIR_UNTIL(&p, p.cs[i].fin, 5000));
+	CHECK(p.cs[i].body_len == 1000);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
 /* Engine-owned sockets: real UDP on 127.0.0.1, read in haquic_worker_process. */
 static int engine_sockets_end_to_end(void)
 {
@@ -1233,6 +1262,7 @@ const struct test_case engine_tests[] = {
 	{ "engine_alpn_mismatch_fails", engine_alpn_mismatch_fails },
 	{ "engine_qlog_per_connection", engine_qlog_per_connection },
 	{ "engine_unref_with_open_connections", engine_unref_with_open_connections },
+	{ "engine_curves_decide_key_exchange", engine_curves_decide_key_exchange },
 #ifdef HAQUIC_TEST_HOOKS
 	{ "engine_abort_first_frame_around_goaway", engine_abort_first_frame_around_goaway },
 	{ "engine_conn_panic_is_isolated", engine_conn_panic_is_isolated },

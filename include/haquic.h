@@ -918,6 +918,17 @@ enum haquic_result haquic_config_set_alpn(const struct haquic_config *config,
                                           size_t count);
 
 /**
+ * Restricts the TLS key-exchange groups to `curves`, a colon-separated
+ * list in preference order ("X25519:P-256"), as HAProxy's `curves` and
+ * `ssl-default-bind-curves`. Without it BoringSSL's defaults apply:
+ * X25519MLKEM768 (post-quantum hybrid), X25519, P-256, P-384.
+ *
+ * An unknown group name gives `HAQUIC_ERR_INVALID_ARGUMENT` and changes
+ * nothing.
+ */
+enum haquic_result haquic_config_set_curves(const struct haquic_config *config, const char *curves);
+
+/**
  * Sets the ALPN protocols from wire format: each protocol preceded by its
  * length byte, as HAProxy stores a bind line's `alpn`.
  *

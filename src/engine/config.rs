@@ -236,6 +236,10 @@ pub struct ConfigState {
     pub early_data: bool,
     /// Pace sending to quiche's computed send times.
     pub pacing: bool,
+    /// TLS key-exchange groups, colon-separated in preference order
+    /// (HAProxy's `curves`); BoringSSL's defaults (X25519MLKEM768, X25519,
+    /// P-256, P-384) when None.
+    pub curves: Option<String>,
 }
 
 impl Default for ConfigState {
@@ -251,6 +255,7 @@ impl Default for ConfigState {
             ca_file: None,
             early_data: false,
             pacing: true,
+            curves: None,
         }
     }
 }
@@ -510,6 +515,10 @@ impl Config {
             c.enable_early_data();
         }
         c.enable_pacing(s.pacing);
+        if let Some(curves) = &s.curves {
+            // Checked by set_curves.
+            let _ = c.set_curves_list(curves);
+        }
     }
 
     /// Paces sending (the default) or sends as soon as the congestion window
@@ -517,6 +526,24 @@ impl Config {
     pub fn set_pacing(&self, enabled: bool) -> Result<()> {
         self.update(|s| {
             s.pacing = enabled;
+            Ok(())
+        })
+    }
+
+    /// Restricts the TLS key-exchange groups ("X25519:P-256"; names as
+    /// BoringSSL knows them, e.g. X25519MLKEM768, X25519, P-256, P-384).
+    /// An unknown name is rejected and nothing changes.
+    pub fn set_curves(&self, curves: &str) -> Result<()> {
+        self.update(|s| {
+            let bad = || {
+                Error::new(haquic_result::HAQUIC_ERR_INVALID_ARGUMENT, format!("unknown or empty key-exchange group list '{curves}'"))
+            };
+            if curves.is_empty() || curves.contains('\0') {
+                return Err(bad());
+            }
+            let mut probe = boring::ssl::SslContextBuilder::new(boring::ssl::SslMethod::tls()).map_err(|_| bad())?;
+            probe.set_curves_list(curves).map_err(|_| bad())?;
+            s.curves = Some(curves.to_string());
             Ok(())
         })
     }

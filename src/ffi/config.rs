@@ -300,6 +300,25 @@ pub extern "C" fn haquic_config_set_alpn(
     }
 }
 
+/// Restricts the TLS key-exchange groups to `curves`, a colon-separated
+/// list in preference order ("X25519:P-256"), as HAProxy's `curves` and
+/// `ssl-default-bind-curves`. Without it BoringSSL's defaults apply:
+/// X25519MLKEM768 (post-quantum hybrid), X25519, P-256, P-384.
+///
+/// An unknown group name gives `HAQUIC_ERR_INVALID_ARGUMENT` and changes
+/// nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn haquic_config_set_curves(config: *const haquic_config, curves: *const c_char) -> haquic_result {
+    ffi_panic_boundary! {
+        let cfg = try_ref!(config);
+        let Some(curves) = super::borrow_cstr(curves) else { return null_arg(cfg, "curves") };
+        let Ok(curves) = curves.to_str() else {
+            return finish(cfg, Err(Error::new(haquic_result::HAQUIC_ERR_NOT_UTF8, "group list is not valid UTF-8")));
+        };
+        finish(cfg, cfg.set_curves(curves))
+    }
+}
+
 /// Sets the ALPN protocols from wire format: each protocol preceded by its
 /// length byte, as HAProxy stores a bind line's `alpn`.
 ///
