@@ -39,6 +39,9 @@ pub struct UdpSocket {
     sock: std::net::UdpSocket,
     /// Changes with every socket the engine creates.
     pub generation: u32,
+    /// The peer a per-connection socket is connected to, remembered so that
+    /// checking it before each send costs no getpeername() call.
+    peer: Option<SocketAddr>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -87,7 +90,7 @@ impl UdpSocket {
         // GRO: let the kernel hand us coalesced datagrams with their segment
         // size. A kernel without it simply delivers them one by one.
         let _ = set_int_opt(fd, libc::SOL_UDP, UDP_GRO, 1);
-        Ok(UdpSocket { sock, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
+        Ok(UdpSocket { sock, generation: GENERATION.fetch_add(1, Ordering::Relaxed), peer: None })
     }
 
     /// Sends `buf` as datagrams of `seg` bytes (the last may be shorter) to
@@ -192,8 +195,9 @@ impl UdpSocket {
         // let the kernel's group selection hand other peers' datagrams to
         // this connected socket, and a reloading process's exit then loses
         // them (HAProxy's native per-connection sockets do the same).
-        let s = Self::bind_opts(local, false)?;
+        let mut s = Self::bind_opts(local, false)?;
         s.sock.connect(peer)?;
+        s.peer = Some(peer);
         Ok(s)
     }
 
@@ -204,7 +208,7 @@ impl UdpSocket {
 
     /// The connected peer, if any.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.sock.peer_addr().ok()
+        self.peer
     }
 
     /// The bound address.
