@@ -47,6 +47,7 @@ import platform
 import re
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -85,7 +86,6 @@ defaults
     timeout connect 5s
     timeout client 5m
     timeout server 5m
-    timeout http-request 10s
 
 frontend fe
     bind quic4@127.0.0.1:{port} ssl crt {crt} alpn h3
@@ -191,6 +191,22 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def snapshot(binary: str, dest: Path) -> tuple[str, dict]:
+    """Copies an HAProxy binary, and the libhaquic it loads (through its
+    RUNPATH, which LD_LIBRARY_PATH overrides), so that a rebuild during the
+    run changes nothing. Returns the copy's path and its environment."""
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / "haproxy"
+    shutil.copy2(binary, path)
+    env = dict(os.environ)
+    ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"^\s*(libhaquic\.so\S*) => (/\S+)", ldd, re.M)
+    if m:
+        shutil.copy2(m.group(2), dest / m.group(1))
+        env["LD_LIBRARY_PATH"] = str(dest)
+    return str(path), env
+
+
 def raise_nofile() -> int:
     """Soft RLIMIT_NOFILE up to the hard one (HAProxy and the idle-connection
     client inherit it); returns it."""
@@ -217,9 +233,9 @@ class Backend:
 class HAProxy:
     """One HAProxy on the shared configuration, pinned to core 0."""
 
-    def __init__(self, impl: str, binary: str, workdir: Path, crt: str, body: Path,
+    def __init__(self, impl: str, binary: tuple[str, dict], workdir: Path, crt: str, body: Path,
                  backend_port: int, maxconn: int):
-        self.impl, self.binary = impl, binary
+        self.impl, (self.binary, self.env) = impl, binary
         self.dir = workdir / impl
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_udp_port()
@@ -230,7 +246,7 @@ class HAProxy:
     def __enter__(self) -> "HAProxy":
         self.err = open(self.dir / "haproxy.err", "wb")
         self.proc = pinned(SERVER_CORE, [self.binary, "-db", "-f", str(self.cfg)],
-                           stdout=self.err, stderr=self.err, cwd=self.dir)
+                           stdout=self.err, stderr=self.err, cwd=self.dir, env=self.env)
         self.pid = self.proc.pid
         deadline = time.monotonic() + 10
         while not get_ok(self.url("/1k"), 1024):
@@ -555,11 +571,27 @@ async def _idle(h: HAProxy, counts: tuple[int, ...], parallel: int = 32) -> dict
 
     async def settle():
         await asyncio.sleep(1.0)
-        dead = sum(1 for _, c in held if c._closed.is_set())
+        dead = [c for _, c in held if c._closed.is_set()]
         if dead:
-            raise RuntimeError(f"{dead} of {len(held)} idle connections were closed")
+            why = {}
+            for c in dead:
+                ev = c._quic._close_event
+                key = f"0x{ev.error_code:x} {ev.reason_phrase!r}" if ev else "?"
+                why[key] = why.get(key, 0) + 1
+            raise RuntimeError(f"{len(dead)} of {len(held)} idle connections were closed: {why}")
         return rss_kib(h.pid)
 
+    async def keepalive():
+        # stock's transport idle timeout is 30 s (tune.quic.frontend.max-idle-timeout):
+        # a PING every 10 s keeps every connection open however long the opening takes
+        while True:
+            await asyncio.sleep(10)
+            for _, c in held:
+                if not c._closed.is_set():
+                    c._quic.send_ping(0)
+                    c.transmit()
+
+    pinger = asyncio.ensure_future(keepalive())
     try:
         # warm-up: a few handshakes, closed again
         for _ in range(3):
@@ -572,6 +604,7 @@ async def _idle(h: HAProxy, counts: tuple[int, ...], parallel: int = 32) -> dict
             out[f"rss_at_{n}_kib"] = await settle()
         return out
     finally:
+        pinger.cancel()
         await close_all()
 
 
@@ -669,7 +702,8 @@ FIGURES = {"requests": fig_requests, "handshakes": fig_handshakes, "download": f
 class Run:
     def __init__(self, args, plan: Plan, workdir: Path):
         self.args, self.plan, self.workdir = args, plan, workdir
-        self.bins = {"stock": args.stock, "haquic": args.haquic}
+        self.bins = {impl: snapshot(getattr(args, impl), workdir / "bin" / impl) for impl in IMPLS}
+        self.machine = machine(self)
         self.values: dict[str, dict[str, list[float]]] = {i: {} for i in IMPLS}
         self.raw: list[tuple[int, str, str, dict]] = []      # (round, impl, figure, raw)
         self.ceiling: list[dict] = []
@@ -809,7 +843,23 @@ def chart(run: Run, ms: list[Metric], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def machine(args) -> list[str]:
+def tree_state() -> str:
+    """The work tree's commit when the run started, and whether the sources
+    that go into the binaries had uncommitted changes (the binaries may
+    still be older than either: make bench rebuilds them first)."""
+    def git(*argv):
+        r = subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True, timeout=30)
+        return r.stdout.strip() if r.returncode == 0 else None
+    head = git("rev-parse", "--short", "HEAD")
+    if head is None:
+        return "not a git checkout"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "include",
+                "haproxy-patches", "Cargo.toml", "Cargo.lock")
+    return f"commit {head}" + (f", with uncommitted changes in: "
+                               f"{' '.join(sorted({l[3:] for l in dirty.splitlines()}))}" if dirty else "")
+
+
+def machine(run: Run) -> list[str]:
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
@@ -817,10 +867,12 @@ def machine(args) -> list[str]:
             cpu = m.group(1)
     lines = [f"- CPU: {cpu}, {os.cpu_count()} cores; kernel {platform.release()}"]
     for impl in IMPLS:
-        vv = subprocess.run([getattr(args, impl), "-vv"], capture_output=True, text=True, timeout=20).stdout
+        binary, env = run.bins[impl]
+        vv = subprocess.run([binary, "-vv"], capture_output=True, text=True, timeout=20, env=env).stdout
         keep = [l.strip() for l in vv.splitlines()
                 if re.match(r"^(HAProxy version|Running on OpenSSL|QUIC and HTTP/3 provided|  OPTIONS)", l)]
-        lines.append(f"- {impl} ({getattr(args, impl)}): " + "; ".join(keep))
+        lines.append(f"- {impl} ({getattr(run.args, impl)}, copied at the start): " + "; ".join(keep))
+    lines.append(f"- work tree at the start: {tree_state()}")
     lines.append(f"- load tools: {pycurl.version}")
     try:
         import aioquic
@@ -862,7 +914,7 @@ def report(run: Run, ms: list[Metric], md: Path, png: Path, wall: float) -> str:
         f"Command: `{run.args.command}` (`{shlex.join(sys.argv)}`), {run.args.rounds} round(s), "
         f"{wall / 60:.1f} min.",
         "",
-        *machine(run.args),
+        *run.machine,
         "",
         "Both HAProxys run the same configuration (nbthread 1, `limited-quic`, "
         f"maxconn {run.maxconn}, `timeout client 5m`), pinned to core 0; the load tools and the "
@@ -878,9 +930,9 @@ def report(run: Run, ms: list[Metric], md: Path, png: Path, wall: float) -> str:
         f"- Figure 5: open loop at {run.rate:.0f} req/s (half stock's median of figure 1), "
         f"{plan.lat_secs:g} s measured, 16 connections x at most 4 streams. Latency is measured "
         "from each request's scheduled time (not its send time) to its completion.",
-        f"- Figure 6: aioquic connections (handshake done, no request, then idle), VmRSS after "
-        f"minus before, divided by N; N={plan.idle_counts[0]} then {plan.idle_counts[1]} in the "
-        "same process.",
+        f"- Figure 6: aioquic connections (handshake done, no request, then idle but for a PING "
+        f"every 10 s: stock's transport idle timeout is 30 s), VmRSS after minus before, "
+        f"divided by N; N={plan.idle_counts[0]} then {plan.idle_counts[1]} in the same process.",
         "- Figure 7: the ceiling, measured once a round (below the table); the download's "
         "fraction of the lower of the two, round by round, is the table's last row.",
         "- CPU times come in clock ticks (10 ms): the download's CPU per GB is good to a few "
