@@ -14,10 +14,11 @@ use crate::engine::event::{Event, EventKind};
 use crate::engine::listener::Listener;
 use crate::engine::stats::Counters;
 use crate::error::{Error, Result, haquic_result};
+use crate::fasthash::FastMap;
 use crate::h3::{self as h3rules, BodyCounter, Field, FieldRef};
 use crate::handle::{Shared, shared};
 use quiche::h3::NameValue;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Weak};
@@ -137,7 +138,7 @@ pub struct Conn {
     h3_config: quiche::h3::Config,
     /// The listener (local endpoint) it runs on.
     pub listener: Shared<Listener>,
-    streams: HashMap<u64, StreamEntry>,
+    streams: FastMap<u64, StreamEntry>,
     /// Streams finished for the host whose data quiche may still be
     /// delivering; a graceful close waits for them.
     lingering: Vec<u64>,
@@ -251,7 +252,7 @@ impl Conn {
             h3: None,
             h3_config,
             listener,
-            streams: HashMap::new(),
+            streams: FastMap::default(),
             lingering: Vec::new(),
             scids: Vec::new(),
             goaway_sent: None,

@@ -22,6 +22,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod fasthash;
 pub mod ffi;
 pub mod h3;
 pub mod handle;

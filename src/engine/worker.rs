@@ -16,9 +16,10 @@ use crate::cid::{CID_LEN, decode_worker};
 use crate::conn::Conn;
 use crate::dispatch::{Datagram, dcid_of};
 use crate::error::{Error, Result, haquic_result};
+use crate::fasthash::{FastMap, FastSet};
 use crate::handle::{Shared, Tracked};
 use std::any::Any;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Weak};
@@ -133,10 +134,10 @@ struct ConnSock {
 pub struct WorkerState {
     /// Boxed: a flush takes a connection out of the map and puts it back,
     /// and quiche's connection is large.
-    conns: HashMap<u64, Box<Conn>>,
-    by_cid: HashMap<Vec<u8>, u64>,
+    conns: FastMap<u64, Box<Conn>>,
+    by_cid: FastMap<Vec<u8>, u64>,
     events: VecDeque<Event>,
-    dirty: HashSet<u64>,
+    dirty: FastSet<u64>,
     out: VecDeque<OutDatagram>,
     server_cfgs: HashMap<u32, quiche::Config>,
     client_cfg: Option<quiche::Config>,
@@ -145,7 +146,7 @@ pub struct WorkerState {
     buf: Vec<u8>,
     rbuf: Vec<u8>,
     /// Per-connection sockets of this worker, by fd.
-    conn_socks: HashMap<i32, ConnSock>,
+    conn_socks: FastMap<i32, ConnSock>,
     /// This worker's listener sockets, by listener id, adopted on its thread.
     lsocks: HashMap<u32, ListenerSock>,
     /// The listener epoch last adopted.
@@ -177,10 +178,10 @@ impl Worker {
             id,
             owner: AtomicU64::new(0),
             state: Mutex::new(WorkerState {
-                conns: HashMap::new(),
-                by_cid: HashMap::new(),
+                conns: FastMap::default(),
+                by_cid: FastMap::default(),
                 events: VecDeque::new(),
-                dirty: HashSet::new(),
+                dirty: FastSet::default(),
                 out: VecDeque::new(),
                 server_cfgs: HashMap::new(),
                 client_cfg: None,
@@ -188,7 +189,7 @@ impl Worker {
                 half_open: 0,
                 buf: vec![0; SEND_BUF],
                 rbuf: vec![0; SEND_BUF],
-                conn_socks: HashMap::new(),
+                conn_socks: FastMap::default(),
                 lsocks: HashMap::new(),
                 listener_epoch: u64::MAX,
                 paced: std::collections::BinaryHeap::new(),
