@@ -116,6 +116,13 @@ struct ListenerSock {
     listener: Shared<Listener>,
     /// The host was asked to stop polling it: never read or write it again.
     releasing: bool,
+    /// The host reports this socket's readiness (it called
+    /// `haquic_worker_fd_ready` for it once): it is then read only when
+    /// reported readable. A host that never does gets it read on every
+    /// pass, as it polls the fd and calls `haquic_worker_process`.
+    notified: bool,
+    /// Reported readable and not yet read to EAGAIN.
+    ready: bool,
 }
 
 /// A per-connection socket and where it is in its life.
@@ -147,6 +154,9 @@ pub struct WorkerState {
     rbuf: Vec<u8>,
     /// Per-connection sockets of this worker, by fd.
     conn_socks: FastMap<i32, ConnSock>,
+    /// The per-connection sockets marked ready, so that a pass visits those
+    /// and not every connection's.
+    ready_socks: Vec<i32>,
     /// This worker's listener sockets, by listener id, adopted on its thread.
     lsocks: HashMap<u32, ListenerSock>,
     /// The listener epoch last adopted.
@@ -190,6 +200,7 @@ impl Worker {
                 buf: vec![0; SEND_BUF],
                 rbuf: vec![0; SEND_BUF],
                 conn_socks: FastMap::default(),
+                ready_socks: Vec::new(),
                 lsocks: HashMap::new(),
                 listener_epoch: u64::MAX,
                 paced: std::collections::BinaryHeap::new(),
@@ -259,7 +270,10 @@ impl WorkerState {
 
     /// Work is left for another pass right away.
     pub fn has_pending_work(&self) -> bool {
+        // A socket still marked ready was left at the per-pass cap.
         !self.dirty.is_empty()
+            || self.lsocks.values().any(|ls| ls.notified && ls.ready && !ls.releasing)
+            || !self.ready_socks.is_empty()
     }
 
     /// Connections owned.
@@ -282,11 +296,17 @@ impl WorkerState {
     pub fn fd_ready(&mut self, fd: i32, generation: u32, counters: &Counters) -> Result<()> {
         if let Some(cs) = self.conn_socks.get_mut(&fd) {
             if cs.sock.generation == generation && !cs.releasing {
-                cs.ready = true;
+                if !cs.ready {
+                    cs.ready = true;
+                    self.ready_socks.push(fd);
+                }
                 return Ok(());
             }
-        } else if self.lsocks.values().any(|ls| ls.sock.fd() == fd && ls.sock.generation == generation && !ls.releasing) {
-            // Listener sockets are read on every pass anyway.
+        } else if let Some(ls) =
+            self.lsocks.values_mut().find(|ls| ls.sock.fd() == fd && ls.sock.generation == generation && !ls.releasing)
+        {
+            ls.notified = true;
+            ls.ready = true;
             return Ok(());
         }
         counters.inc(&counters.stale_fd_notifications);
@@ -477,23 +497,33 @@ impl Ctx<'_> {
 
     /// Reads the per-connection sockets the host reported readable.
     fn read_conn_sockets(&self, st: &mut WorkerState) {
-        let ready: Vec<i32> = st.conn_socks.iter().filter(|(_, cs)| cs.ready && !cs.releasing).map(|(fd, _)| *fd).collect();
-        if ready.is_empty() {
+        if st.ready_socks.is_empty() {
             return;
         }
+        let ready = std::mem::take(&mut st.ready_socks);
         let mut buf = std::mem::take(&mut st.rbuf);
-        for fd in ready {
+        for &fd in &ready {
+            let mut drained = false;
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
-                let Some(cs) = st.conn_socks.get_mut(&fd) else { break };
+                // Gone, released, or a reused fd number not reported ready.
+                let Some(cs) = st.conn_socks.get_mut(&fd).filter(|cs| cs.ready && !cs.releasing) else {
+                    drained = true;
+                    break;
+                };
                 let (n, peer, seg) = match cs.sock.recv_segments(&mut buf) {
                     Ok(v) => v,
                     Err(_) => {
                         cs.ready = false;
+                        drained = true;
                         break;
                     }
                 };
                 let (l, local) = (cs.listener.clone(), cs.local);
                 self.route_segments(st, &l, &mut buf[..n], seg, peer, local);
+            }
+            if !drained {
+                // Left at the per-pass cap: read on in the next pass.
+                st.ready_socks.push(fd);
             }
         }
         st.rbuf = buf;
@@ -538,7 +568,7 @@ impl Ctx<'_> {
             let Some(sock) = l.slot(self.worker.id).and_then(|slot| slot.adopt()) else { continue };
             let (fd, generation) = (sock.fd(), sock.generation);
             st.events.push_back(Event { kind: EventKind::FdRegister { fd, generation }, conn: None, stream: None });
-            st.lsocks.insert(l.id, ListenerSock { sock, listener: l, releasing: false });
+            st.lsocks.insert(l.id, ListenerSock { sock, listener: l, releasing: false, notified: false, ready: false });
         }
     }
 
@@ -582,14 +612,24 @@ impl Ctx<'_> {
     }
 
     fn read_sockets(&self, st: &mut WorkerState) {
+        // Sockets the host reported readable, or whose readiness it never
+        // reports; the others would only answer EAGAIN, a system call per
+        // pass for nothing.
+        let due = |ls: &ListenerSock| !ls.releasing && (ls.ready || !ls.notified);
+        if !st.lsocks.values().any(due) {
+            return;
+        }
         let mut buf = std::mem::take(&mut st.rbuf);
-        let ids: Vec<u32> = st.lsocks.iter().filter(|(_, ls)| !ls.releasing).map(|(id, _)| *id).collect();
+        let ids: Vec<u32> = st.lsocks.iter().filter(|(_, ls)| due(ls)).map(|(id, _)| *id).collect();
         for lid in ids {
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
-                let Some(ls) = st.lsocks.get(&lid) else { break };
+                let Some(ls) = st.lsocks.get_mut(&lid) else { break };
                 let (n, peer, seg) = match ls.sock.recv_segments(&mut buf) {
                     Ok(v) => v,
-                    Err(_) => break,
+                    Err(_) => {
+                        ls.ready = false;
+                        break;
+                    }
                 };
                 let (l, local) = (ls.listener.clone(), ls.listener.local);
                 self.route_segments(st, &l, &mut buf[..n], seg, peer, local);
