@@ -243,6 +243,9 @@ static void app_request(struct pair *p, const haquic_event *ev)
 		a->kind = 2;
 		memcpy(num, path + 6, path_len - 6 < sizeof(num) - 1 ? path_len - 6 : sizeof(num) - 1);
 		a->to_send = strtoull(num, NULL, 10);
+	} else if (path_len == 7 && memcmp(path, "/silent", 7) == 0) {
+		a->kind = 4;	/* never answered: the test ends it */
+		return;
 	} else {
 		a->kind = 1;
 	}

@@ -3,7 +3,8 @@
  * datagrams moved between them by pair_pump(). No sockets, no timing: tests
  * stay deterministic and fast. The server runs a small HTTP application
  * (app_*): GET /size/N answers N bytes of a known pattern, POST /echo sends
- * the request body back, anything else answers "hello".
+ * the request body back, GET /silent is never answered, anything else
+ * answers "hello".
  */
 #ifndef HAQUIC_TEST_PAIR_H
 #define HAQUIC_TEST_PAIR_H
@@ -15,7 +16,7 @@
 
 struct app_stream {
 	const haquic_stream *s;
-	int kind;              /* 0 unused, 1 hello, 2 size, 3 echo */
+	int kind;              /* 0 unused, 1 hello, 2 size, 3 echo, 4 silent */
 	uint64_t to_send;      /* size: bytes left */
 	uint64_t sent;
 	unsigned char *buf;    /* echo: bytes waiting to be sent */

@@ -709,6 +709,41 @@ cleanup:
 	return rc;
 }
 
+/* A server that has just handed a request to the host holds its packets
+ * for the answer (so that the ACK rides with it) - but never for long: an
+ * answer that does not come leaves the ACK to go alone within ACK_HOLD. */
+static int engine_ack_waits_for_answer_briefly(void)
+{
+	struct pair p;
+	haquic_stats st;
+	uint64_t out_before, held;
+	long long t0;
+	int b, rc = 1;
+
+	CHECK(pair_init(&p, 1, NULL) == 0);
+	CHECK(pair_connect(&p) == 0);
+	CHECK(PAIR_UNTIL(&p, p.established, 5000));
+	/* answered at once: the answer ends the hold */
+	b = pair_request(&p, "GET", "/size/100", NULL, 0);
+	CHECK(b >= 0 && PAIR_UNTIL(&p, p.cs[b].fin, 5000));
+	HAQUIC_STATS_INIT(&st);
+	CHECK_RESULT(haquic_engine_stats(p.srv, &st), HAQUIC_OK);
+	CHECK(st.sends_held >= 1);
+	held = st.sends_held;
+	/* never answered: the ACK leaves alone once ACK_HOLD (1 ms) is over */
+	out_before = st.packets_out;
+	b = pair_request(&p, "GET", "/silent", NULL, 0);
+	CHECK(b >= 0 && PAIR_UNTIL(&p, p.app_requests == 2, 5000));
+	t0 = pair_now_ms();
+	CHECK(PAIR_UNTIL(&p, (haquic_engine_stats(p.srv, &st), st.packets_out > out_before), 1000));
+	CHECK(pair_now_ms() - t0 < 100);
+	CHECK(st.sends_held > held);
+	rc = 0;
+cleanup:
+	pair_free(&p);
+	return rc;
+}
+
 /* Engine-owned sockets: real UDP on 127.0.0.1, read in haquic_worker_process. */
 static int engine_sockets_end_to_end(void)
 {
@@ -1263,6 +1298,7 @@ const struct test_case engine_tests[] = {
 	{ "engine_qlog_per_connection", engine_qlog_per_connection },
 	{ "engine_unref_with_open_connections", engine_unref_with_open_connections },
 	{ "engine_curves_decide_key_exchange", engine_curves_decide_key_exchange },
+	{ "engine_ack_waits_for_answer_briefly", engine_ack_waits_for_answer_briefly },
 #ifdef HAQUIC_TEST_HOOKS
 	{ "engine_abort_first_frame_around_goaway", engine_abort_first_frame_around_goaway },
 	{ "engine_conn_panic_is_isolated", engine_conn_panic_is_isolated },

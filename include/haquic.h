@@ -807,6 +807,14 @@ typedef struct haquic_stats {
    * Connections dropped after an internal panic (the worker carries on).
    */
   uint64_t conn_panics;
+  /**
+   * Datagrams held back by pacing until their send time.
+   */
+  uint64_t packets_paced;
+  /**
+   * Flushes held back for the host's answer to carry the ACK.
+   */
+  uint64_t sends_held;
 } haquic_stats;
 
 /**

@@ -181,6 +181,12 @@ pub struct Conn {
     refresh_due: bool,
     /// Server role: 0-RTT data was accepted on this connection (counted once).
     early_data_counted: bool,
+    /// Sending is held back until then (or until the host acts on the
+    /// connection): new requests were just handed to the host, and its
+    /// answer can carry the ACK of their packets.
+    pub ack_hold_until: Option<Instant>,
+    /// The host called into this connection since the last flush.
+    pub host_acted: bool,
     /// Test hook: the next flush of this connection panics.
     #[cfg(feature = "test-hooks")]
     pub panic_next_flush: bool,
@@ -272,6 +278,8 @@ impl Conn {
             flushes: 0,
             refresh_due: false,
             early_data_counted: false,
+            ack_hold_until: None,
+            host_acted: false,
             #[cfg(feature = "test-hooks")]
             panic_next_flush: false,
         }
@@ -892,7 +900,7 @@ impl Conn {
         }
         let linger = self.goaway_linger_until.filter(|_| self.close_when_drained);
         let first_request = self.deferred_until.filter(|_| self.shutdown_deferred);
-        [linger, first_request].into_iter().flatten().min()
+        [linger, first_request, self.ack_hold_until].into_iter().flatten().min()
     }
 
     /// Starts a graceful shutdown: GOAWAY now, close once the streams in

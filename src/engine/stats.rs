@@ -113,6 +113,12 @@ counters! {
     /// Connections dropped after a panic inside quiche or haquic while the
     /// worker drove them; the worker and its other connections carry on.
     conn_panics,
+    /// Datagrams held back by pacing until quiche's send time (at least
+    /// 1 ms ahead), then sent one by one.
+    packets_paced,
+    /// Flushes held back so that the host's answer carries the ACK of the
+    /// request just handed to it.
+    sends_held,
 }
 
 impl Counters {

@@ -98,6 +98,10 @@ struct Batch {
     sealed: bool,
 }
 
+/// How long a connection that handed the host new requests waits for the
+/// answer before it sends the ACK alone.
+const ACK_HOLD: Duration = Duration::from_millis(1);
+
 /// Datagrams one GSO send carries at most (the kernel allows 64). Measured
 /// with `make bench-engine` on loopback: 64-datagram bursts overflow a
 /// pycurl receiver's socket buffer and single-connection throughput fell from
@@ -246,6 +250,7 @@ impl WorkerState {
             return Err(Error::new(haquic_result::HAQUIC_ERR_CLOSED, "the connection is closed"));
         };
         let r = f(c, counters);
+        c.host_acted = true;
         if matches!(&r, Err(e) if e.code == haquic_result::HAQUIC_ERR_CLOSED) {
             counters.inc(&counters.stale_handle_calls);
         }
@@ -941,10 +946,19 @@ impl Ctx<'_> {
             panic!("{}: panic injected by haquic_test_conn_panic", conn.shared.trace_id);
         }
         let was_half_open = conn.half_open;
+        let events_before = st.events.len();
         if conn.process(&mut st.events, &self.worker.counters) {
             // Events left over: another pass, soon (the engine wakes the
             // host once the state is no longer borrowed).
             st.dirty.insert(id);
+        }
+        if self.hold_for_answer(conn, st.events.len() > events_before, now) {
+            // The host answers first; its answer, or the deadline, sends.
+            if was_half_open && !conn.half_open {
+                st.half_open = st.half_open.saturating_sub(1);
+            }
+            conn.timeout_at = [conn.q.timeout().map(|d| now + d), conn.own_deadline()].into_iter().flatten().min();
+            return true;
         }
         if was_half_open && !conn.half_open {
             st.half_open = st.half_open.saturating_sub(1);
@@ -993,8 +1007,9 @@ impl Ctx<'_> {
             };
             let pkt = off..off + n;
             // Pacing: hold the datagram until quiche's send time.
-            if conn.pacing && info.at > now + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
+            if conn.pacing && info.at > Instant::now() + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
                 st.paced_seq += 1;
+                self.worker.counters.inc(&self.worker.counters.packets_paced);
                 let seq = st.paced_seq;
                 let (l, data) = (conn.listener.clone(), out[pkt].to_vec());
                 st.paced.push(Paced { at: info.at, seq, listener: l, conn_fd: conn.sock_fd, data, to: info.to, from: info.from });
@@ -1055,6 +1070,30 @@ impl Ctx<'_> {
         }
         conn.refresh_info();
         true
+    }
+
+    /// Whether to hold this pass's packets back: a connection that has just
+    /// handed the host new events (a request, mostly) would otherwise send
+    /// an ACK-only packet now and the answer in a second packet a moment
+    /// later. Held at most ACK_HOLD (well within the 25 ms max_ack_delay
+    /// peers assume), and only once established; anything the host does on
+    /// the connection ends the hold.
+    fn hold_for_answer(&self, conn: &mut Conn, new_events: bool, now: Instant) -> bool {
+        let acted = std::mem::take(&mut conn.host_acted);
+        let hold = match conn.ack_hold_until {
+            _ if acted || !conn.shared.is_server || !conn.q.is_established() => false,
+            _ if conn.q.is_closed() || conn.q.is_draining() => false,
+            _ if conn.q.local_error().is_some() || conn.q.peer_error().is_some() => false,
+            Some(until) => now < until,
+            None => new_events,
+        };
+        if hold {
+            conn.ack_hold_until.get_or_insert(now + ACK_HOLD);
+            self.worker.counters.inc(&self.worker.counters.sends_held);
+        } else {
+            conn.ack_hold_until = None;
+        }
+        hold
     }
 
     /// A connection whose processing panicked (in quiche or here): its state

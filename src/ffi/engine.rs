@@ -915,6 +915,10 @@ pub struct haquic_stats {
     pub zero_rtt_accepted: u64,
     /// Connections dropped after an internal panic (the worker carries on).
     pub conn_panics: u64,
+    /// Datagrams held back by pacing until their send time.
+    pub packets_paced: u64,
+    /// Flushes held back for the host's answer to carry the ACK.
+    pub sends_held: u64,
 }
 
 impl Versioned for haquic_stats {
@@ -968,6 +972,8 @@ fn to_c_stats(s: &Snapshot) -> haquic_stats {
         gro_batches: s.gro_batches,
         zero_rtt_accepted: s.zero_rtt_accepted,
         conn_panics: s.conn_panics,
+        packets_paced: s.packets_paced,
+        sends_held: s.sends_held,
     }
 }
 
