@@ -19,7 +19,7 @@ use crate::error::{Error, Result, haquic_result};
 use crate::fasthash::{FastMap, FastSet};
 use crate::handle::{Shared, Tracked};
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Weak};
@@ -161,6 +161,9 @@ pub struct WorkerState {
     /// The per-connection sockets marked ready, so that a pass visits those
     /// and not every connection's.
     ready_socks: Vec<i32>,
+    /// Every connection's next deadline (its `timeout_at`), ordered: finding
+    /// the next timer or the expired ones costs nothing per idle connection.
+    timers: BTreeSet<(Instant, u64)>,
     /// This worker's listener sockets, by listener id, adopted on its thread.
     lsocks: HashMap<u32, ListenerSock>,
     /// The listener epoch last adopted.
@@ -205,6 +208,7 @@ impl Worker {
                 rbuf: vec![0; SEND_BUF],
                 conn_socks: FastMap::default(),
                 ready_socks: Vec::new(),
+                timers: BTreeSet::new(),
                 lsocks: HashMap::new(),
                 listener_epoch: u64::MAX,
                 paced: std::collections::BinaryHeap::new(),
@@ -258,6 +262,26 @@ impl WorkerState {
         r
     }
 
+    /// Sets connection `id`'s next deadline from quiche's timer and its
+    /// own, keeping `timers` in step.
+    fn retime(&mut self, id: u64, conn: &mut Conn, now: Instant) {
+        let next = [conn.q.timeout().map(|d| now + d), conn.own_deadline()].into_iter().flatten().min();
+        if next != conn.timeout_at {
+            self.untime(id, conn);
+            if let Some(t) = next {
+                self.timers.insert((t, id));
+            }
+            conn.timeout_at = next;
+        }
+    }
+
+    /// Forgets connection `id`'s deadline (it is leaving the worker).
+    fn untime(&mut self, id: u64, conn: &mut Conn) {
+        if let Some(t) = conn.timeout_at.take() {
+            self.timers.remove(&(t, id));
+        }
+    }
+
     /// The next event, if any.
     pub fn next_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -291,7 +315,7 @@ impl WorkerState {
         if !self.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
-        let conn = self.conns.values().filter_map(|c| c.timeout_at).min();
+        let conn = self.timers.first().map(|(t, _)| *t);
         let paced = self.paced.peek().map(|p| p.at);
         conn.into_iter().chain(paced).min().map(|t| t.saturating_duration_since(now))
     }
@@ -477,8 +501,7 @@ impl Ctx<'_> {
             let p = st.paced.pop().unwrap();
             self.emit_via(st, &p.listener, p.conn_fd, &p.data, p.to, p.from);
         }
-        let expired: Vec<u64> =
-            st.conns.iter().filter(|(_, c)| c.timeout_at.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
+        let expired: Vec<u64> = st.timers.range(..=(now, u64::MAX)).map(|(_, id)| *id).collect();
         for id in expired {
             let Some(c) = st.conns.get_mut(&id) else { continue };
             if guarded(|| c.q.on_timeout()).is_ok() {
@@ -957,7 +980,7 @@ impl Ctx<'_> {
             if was_half_open && !conn.half_open {
                 st.half_open = st.half_open.saturating_sub(1);
             }
-            conn.timeout_at = [conn.q.timeout().map(|d| now + d), conn.own_deadline()].into_iter().flatten().min();
+            st.retime(id, conn, now);
             return true;
         }
         if was_half_open && !conn.half_open {
@@ -1047,7 +1070,7 @@ impl Ctx<'_> {
                 st.release_conn_socket(fd, Some(conn.shared.clone()));
             }
         }
-        conn.timeout_at = [conn.q.timeout().map(|d| now + d), conn.own_deadline()].into_iter().flatten().min();
+        st.retime(id, conn, now);
         if conn.q.is_closed() {
             if let Some(fd) = conn.sock_fd.take() {
                 st.release_conn_socket(fd, Some(conn.shared.clone()));
@@ -1066,6 +1089,7 @@ impl Ctx<'_> {
                 st.by_cid.remove(cid);
             }
             st.events.push_back(conn.closed_event());
+            st.untime(id, conn);
             return false;
         }
         conn.refresh_info();
@@ -1105,6 +1129,7 @@ impl Ctx<'_> {
         log::error!("{} dropped after an internal panic", conn.shared.trace_id);
         c.inc(&c.conn_panics);
         c.inc(&c.conns_closed);
+        st.untime(id, &mut conn);
         conn.listener.counters.inc(&conn.listener.counters.conns_closed);
         st.dirty.remove(&id);
         if let Some(fd) = conn.sock_fd.take() {
