@@ -427,7 +427,7 @@ static int cfg_limits_defaults_and_roundtrip(void)
 	CHECK(l.idle_timeout_ms == 30000);
 	CHECK(l.max_streams_bidi == 100);
 	CHECK(l.max_streams_uni == 3);
-	CHECK(l.max_udp_payload_size == 1350);
+	CHECK(l.max_udp_payload_size == 1452);
 	l.idle_timeout_ms = 5000;
 	l.max_streams_bidi = 1000;
 	l.initial_max_data = 32 << 20;

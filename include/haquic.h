@@ -407,8 +407,10 @@ typedef struct haquic_limits {
    */
   uint64_t max_field_section_size;
   /**
-   * Largest UDP payload sent before path MTU discovery. Default 1350,
-   * range [1200, 65527].
+   * Largest UDP payload sent. Datagrams start at 1200 bytes; path MTU
+   * discovery (DPLPMTUD) raises them up to this once a probe of the size
+   * is acknowledged. Default 1452 (the most a 1500-byte MTU carries over
+   * IPv6), range [1200, 65527].
    */
   uint64_t max_udp_payload_size;
 } haquic_limits;

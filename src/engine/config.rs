@@ -81,7 +81,8 @@ pub struct Limits {
     pub initial_max_stream_data_uni: u64,
     /// Largest request header section accepted (SETTINGS_MAX_FIELD_SECTION_SIZE).
     pub max_field_section_size: u64,
-    /// Largest UDP payload sent before path MTU discovery raises it.
+    /// Largest UDP payload sent: the ceiling of path MTU discovery, which
+    /// starts at 1200 bytes and raises the size once a probe is acknowledged.
     pub max_udp_payload_size: u64,
 }
 
@@ -135,7 +136,7 @@ impl Default for Limits {
             initial_max_stream_data_bidi_remote: MIB,
             initial_max_stream_data_uni: MIB,
             max_field_section_size: 64 * KIB,
-            max_udp_payload_size: 1_350,
+            max_udp_payload_size: 1_452,
         }
     }
 }

@@ -67,8 +67,10 @@ pub struct haquic_limits {
     /// Largest request header section accepted, in bytes. Default 65536,
     /// range [256, 16 MiB].
     pub max_field_section_size: u64,
-    /// Largest UDP payload sent before path MTU discovery. Default 1350,
-    /// range [1200, 65527].
+    /// Largest UDP payload sent. Datagrams start at 1200 bytes; path MTU
+    /// discovery (DPLPMTUD) raises them up to this once a probe of the size
+    /// is acknowledged. Default 1452 (the most a 1500-byte MTU carries over
+    /// IPv6), range [1200, 65527].
     pub max_udp_payload_size: u64,
 }
 
