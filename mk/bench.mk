@@ -37,7 +37,7 @@ bench-engine: deps $(INTEROP_STAMP) $(BUILD)/haquic-server $(BENCH_DIR)/http3-se
 #
 # mk/haproxy.mk is included after this file: the binaries are named by path.
 
-BENCH_ROUNDS ?= 3
+BENCH_ROUNDS ?= 5
 BENCH_HAPROXYS := $(BUILD)/haproxy-stock/haproxy $(BUILD)/haproxy/haproxy
 BENCH_MISSING  := $(filter-out $(wildcard $(BENCH_HAPROXYS)),$(BENCH_HAPROXYS))
 BENCH_RUN = PYTHONDONTWRITEBYTECODE=1 $(INTEROP_VENV)/bin/python scripts/bench_haproxy.py \
