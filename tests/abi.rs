@@ -93,6 +93,7 @@ mod bindgen_roundtrip {
                 retries_sent, version_negotiations, migrations, stale_fd_notifications,
                 stale_handle_calls, wrong_thread_calls, send_errors, conn_sockets_opened,
                 conn_socket_fallbacks, fds_released, gso_sends, gro_batches, zero_rtt_accepted,
+                conn_panics, packets_paced, sends_held,
             }),
             same_struct!(haquic_limits {
             struct_size,
@@ -109,9 +110,9 @@ mod bindgen_roundtrip {
         }),
         ];
         assert_eq!(
-            offset_of!(haquic_stats, zero_rtt_accepted) + 8,
+            offset_of!(haquic_stats, sends_held) + 8,
             size_of::<haquic_stats>(),
-            "haquic_stats has fields after zero_rtt_accepted that this test does not check"
+            "haquic_stats has fields after sends_held that this test does not check"
         );
         assert_eq!(
             (offset_of!(haquic_event, fd_generation) + 4).next_multiple_of(align_of::<haquic_event>()),
