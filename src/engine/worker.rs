@@ -267,7 +267,9 @@ impl WorkerState {
     fn retime(&mut self, id: u64, conn: &mut Conn, now: Instant) {
         let next = [conn.q.timeout().map(|d| now + d), conn.own_deadline()].into_iter().flatten().min();
         if next != conn.timeout_at {
-            self.untime(id, conn);
+            if let Some(t) = conn.timeout_at {
+                self.timers.remove(&(t, id));
+            }
             if let Some(t) = next {
                 self.timers.insert((t, id));
             }
@@ -275,11 +277,23 @@ impl WorkerState {
         }
     }
 
-    /// Forgets connection `id`'s deadline (it is leaving the worker).
-    fn untime(&mut self, id: u64, conn: &mut Conn) {
+    /// Releases what connection `id`, leaving the worker, holds here: its
+    /// socket, its half-open slot, its connection IDs (register_cid keeps
+    /// every one in `scids`), its deadline and a pending flush.
+    fn release_conn(&mut self, id: u64, conn: &mut Conn) {
+        if let Some(fd) = conn.sock_fd.take() {
+            self.release_conn_socket(fd, Some(conn.shared.clone()));
+        }
+        if std::mem::take(&mut conn.half_open) {
+            self.half_open = self.half_open.saturating_sub(1);
+        }
+        for cid in &conn.scids {
+            self.by_cid.remove(cid);
+        }
         if let Some(t) = conn.timeout_at.take() {
             self.timers.remove(&(t, id));
         }
+        self.dirty.remove(&id);
     }
 
     /// The next event, if any.
@@ -643,12 +657,12 @@ impl Ctx<'_> {
         // Sockets the host reported readable, or whose readiness it never
         // reports; the others would only answer EAGAIN, a system call per
         // pass for nothing.
-        let due = |ls: &ListenerSock| !ls.releasing && (ls.ready || !ls.notified);
-        if !st.lsocks.values().any(due) {
+        let ids: Vec<u32> =
+            st.lsocks.iter().filter(|(_, ls)| !ls.releasing && (ls.ready || !ls.notified)).map(|(id, _)| *id).collect();
+        if ids.is_empty() {
             return;
         }
         let mut buf = std::mem::take(&mut st.rbuf);
-        let ids: Vec<u32> = st.lsocks.iter().filter(|(_, ls)| due(ls)).map(|(id, _)| *id).collect();
         for lid in ids {
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
                 let Some(ls) = st.lsocks.get_mut(&lid) else { break };
@@ -975,16 +989,13 @@ impl Ctx<'_> {
             // host once the state is no longer borrowed).
             st.dirty.insert(id);
         }
-        if self.hold_for_answer(conn, st.events.len() > events_before, now) {
-            // The host answers first; its answer, or the deadline, sends.
-            if was_half_open && !conn.half_open {
-                st.half_open = st.half_open.saturating_sub(1);
-            }
-            st.retime(id, conn, now);
-            return true;
-        }
         if was_half_open && !conn.half_open {
             st.half_open = st.half_open.saturating_sub(1);
+        }
+        if self.hold_for_answer(conn, st.events.len() > events_before, now) {
+            // The host answers first; its answer, or the deadline, sends.
+            st.retime(id, conn, now);
+            return true;
         }
         // New connection IDs for the peer to migrate to, bounded by its
         // active_connection_id_limit (quiche tracks it).
@@ -1070,14 +1081,8 @@ impl Ctx<'_> {
                 st.release_conn_socket(fd, Some(conn.shared.clone()));
             }
         }
-        st.retime(id, conn, now);
         if conn.q.is_closed() {
-            if let Some(fd) = conn.sock_fd.take() {
-                st.release_conn_socket(fd, Some(conn.shared.clone()));
-            }
-            if conn.half_open {
-                st.half_open = st.half_open.saturating_sub(1);
-            }
+            st.release_conn(id, conn);
             conn.mark_closed();
             let s = conn.q.stats();
             let c = &self.worker.counters;
@@ -1085,13 +1090,10 @@ impl Ctx<'_> {
             c.add(&c.retransmitted, s.retrans as u64);
             c.inc(&c.conns_closed);
             conn.listener.counters.inc(&conn.listener.counters.conns_closed);
-            for cid in &conn.scids {
-                st.by_cid.remove(cid);
-            }
             st.events.push_back(conn.closed_event());
-            st.untime(id, conn);
             return false;
         }
+        st.retime(id, conn, now);
         conn.refresh_info();
         true
     }
@@ -1129,19 +1131,8 @@ impl Ctx<'_> {
         log::error!("{} dropped after an internal panic", conn.shared.trace_id);
         c.inc(&c.conn_panics);
         c.inc(&c.conns_closed);
-        st.untime(id, &mut conn);
         conn.listener.counters.inc(&conn.listener.counters.conns_closed);
-        st.dirty.remove(&id);
-        if let Some(fd) = conn.sock_fd.take() {
-            st.release_conn_socket(fd, Some(conn.shared.clone()));
-        }
-        if conn.half_open {
-            st.half_open = st.half_open.saturating_sub(1);
-        }
-        for cid in &conn.scids {
-            st.by_cid.remove(cid);
-        }
-        st.by_cid.retain(|_, v| *v != id);
+        st.release_conn(id, &mut conn);
         if let Ok(ev) = guarded(|| {
             conn.mark_closed_internal_error();
             conn.closed_event()
