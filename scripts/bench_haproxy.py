@@ -65,7 +65,8 @@ import pycurl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "haproxy"))
 import backend as origin  # noqa: E402  (the pattern the backend serves)
-from hap import _die_with_parent, wait_for  # noqa: E402
+from hap import _die_with_parent, free_port, wait_for  # noqa: E402
+from hap import stop_process  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IMPLS = ("stock", "haquic")
@@ -175,22 +176,6 @@ def pinned(core: int, argv: list[str], **kw) -> subprocess.Popen:
                             preexec_fn=_die_with_parent, **kw)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def snapshot(binary: str, dest: Path) -> tuple[str, dict]:
     """Copies an HAProxy binary, and the libhaquic it loads (through its
     RUNPATH, which LD_LIBRARY_PATH overrides), so that a rebuild during the
@@ -238,7 +223,7 @@ class HAProxy:
         self.impl, (self.binary, self.env) = impl, binary
         self.dir = workdir / impl
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_udp_port()
+        self.port = free_port("udp", also_tcp=False)
         self.cfg = self.dir / "haproxy.cfg"
         self.cfg.write_text(CONFIG.format(maxconn=maxconn, port=self.port, crt=crt, body=body,
                                           backend_port=backend_port))
@@ -251,7 +236,7 @@ class HAProxy:
         deadline = time.monotonic() + 10
         while not get_ok(self.url("/1k"), 1024):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                stop(self.proc)
+                stop_process(self.proc)
                 self.err.close()
                 raise RuntimeError(f"{self.impl} HAProxy did not answer: "
                                    f"{(self.dir / 'haproxy.err').read_text()[-2000:]}")
@@ -259,7 +244,7 @@ class HAProxy:
         return self
 
     def __exit__(self, *exc) -> None:
-        stop(self.proc)
+        stop_process(self.proc)
         self.err.close()
 
     def cpu(self) -> float:
@@ -1016,7 +1001,7 @@ def main() -> int:
             run.errors.append(str(e))
             log(f"bench: {e}")
         finally:
-            stop(run.backend.proc)
+            stop_process(run.backend.proc)
     signal.alarm(0)
     wall = time.monotonic() - start
     tab = report(run, ms, md, png, wall)

@@ -100,7 +100,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="haquic-profile-"))
     body = work / "1k.txt"
     body.write_bytes(bench.KB1)
-    port = bench.free_udp_port()
+    port = bench.free_port("udp", also_tcp=False)
     cfg = bench.CONFIG.format(maxconn=4000, port=port, crt=os.path.abspath(args.crt), body=body, backend_port=9)
     if args.curves:
         cfg = cfg.replace("    limited-quic\n", f"    limited-quic\n    ssl-default-bind-curves {args.curves}\n")
@@ -132,7 +132,7 @@ def main() -> int:
             f"{load.connects} new connections during them")
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, stdout=subprocess.DEVNULL)
     finally:
-        bench.stop(proc)        # the profile is already dumped
+        bench.stop_process(proc)    # the profile is already dumped
     dump = Path(f"{out}.1")
     if not dump.exists():
         log(f"profile: no dump at {dump}")

@@ -46,12 +46,7 @@ def backend(tmp_path_factory):
         assert p.poll() is None, f"backend exited: {(work / 'backend.log').read_text()}"
         yield int(port_file.read_text())
     finally:
-        p.terminate()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+        hap.stop_process(p)
         out.close()
 
 

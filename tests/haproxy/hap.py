@@ -207,6 +207,18 @@ except (OSError, AttributeError):
     _prctl = None
 
 
+def stop_process(p: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Terminates a helper process (a backend, a load tool), killing it if
+    it does not exit within `timeout` seconds, and reaps it."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout)
+
+
 def _die_with_parent() -> None:
     """preexec_fn: the child gets SIGKILL if the test process dies (even by
     SIGKILL), so that no HAProxy outlives an interrupted run. (Processes
