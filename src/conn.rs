@@ -645,29 +645,32 @@ impl Conn {
 
     /// Marks every stream and the connection closed, for the host's handles.
     pub fn mark_closed(&mut self) {
-        for (_, e) in self.streams.drain() {
-            e.shared.closed.store(true, Ordering::Release);
-        }
-        let (app, code, reason) = match self.q.peer_error().or(self.q.local_error()) {
+        let close = match self.q.peer_error().or(self.q.local_error()) {
             Some(e) => (e.is_app, e.error_code, e.reason.clone()),
             None if self.q.is_timed_out() => (false, 0, b"idle timeout".to_vec()),
             None => (false, 0, Vec::new()),
         };
-        let mut info = self.shared.info.lock().unwrap();
-        info.close = Some((app, code, reason));
-        info.stats = Some(self.q.stats());
-        drop(info);
-        self.shared.closed.store(true, Ordering::Release);
+        let stats = self.q.stats();
+        self.record_close(close, Some(stats));
     }
 
     /// Marks the connection closed after an internal panic, without asking
     /// quiche (whose state can no longer be trusted): INTERNAL_ERROR (0x1).
     pub fn mark_closed_internal_error(&mut self) {
+        self.record_close((false, 0x1, b"internal error".to_vec()), None);
+    }
+
+    /// Closes every stream handle, then records why the connection closed
+    /// (and its final statistics) for the host to read.
+    fn record_close(&mut self, close: (bool, u64, Vec<u8>), stats: Option<quiche::Stats>) {
         for (_, e) in self.streams.drain() {
             e.shared.closed.store(true, Ordering::Release);
         }
         if let Ok(mut info) = self.shared.info.lock() {
-            info.close = Some((false, 0x1, b"internal error".to_vec()));
+            info.close = Some(close);
+            if stats.is_some() {
+                info.stats = stats;
+            }
         }
         self.shared.closed.store(true, Ordering::Release);
     }
