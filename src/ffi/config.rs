@@ -302,6 +302,11 @@ pub extern "C" fn haquic_config_set_alpn(
     }
 }
 
+/// A C string argument as UTF-8; `HAQUIC_ERR_NOT_UTF8` names `what` otherwise.
+fn utf8<'a>(s: &'a std::ffi::CStr, what: &str) -> crate::error::Result<&'a str> {
+    s.to_str().map_err(|_| Error::new(haquic_result::HAQUIC_ERR_NOT_UTF8, format!("{what} is not valid UTF-8")))
+}
+
 /// Restricts the TLS key-exchange groups to `curves`, a colon-separated
 /// list in preference order ("X25519:P-256"), as HAProxy's `curves` and
 /// `ssl-default-bind-curves`. Without it BoringSSL's defaults apply:
@@ -314,10 +319,7 @@ pub extern "C" fn haquic_config_set_curves(config: *const haquic_config, curves:
     ffi_panic_boundary! {
         let cfg = try_ref!(config);
         let Some(curves) = super::borrow_cstr(curves) else { return null_arg(cfg, "curves") };
-        let Ok(curves) = curves.to_str() else {
-            return finish(cfg, Err(Error::new(haquic_result::HAQUIC_ERR_NOT_UTF8, "group list is not valid UTF-8")));
-        };
-        finish(cfg, cfg.set_curves(curves))
+        finish(cfg, utf8(curves, "group list").and_then(|c| cfg.set_curves(c)))
     }
 }
 
@@ -438,10 +440,7 @@ pub extern "C" fn haquic_config_set_cc_algorithm(config: *const haquic_config, n
     ffi_panic_boundary! {
         let cfg = try_ref!(config);
         let Some(name) = super::borrow_cstr(name) else { return null_arg(cfg, "name") };
-        let Ok(name) = name.to_str() else {
-            return finish(cfg, Err(Error::new(haquic_result::HAQUIC_ERR_NOT_UTF8, "congestion-control name is not valid UTF-8")));
-        };
-        finish(cfg, cfg.set_cc_algorithm(name))
+        finish(cfg, utf8(name, "congestion-control name").and_then(|n| cfg.set_cc_algorithm(n)))
     }
 }
 
