@@ -181,6 +181,9 @@ pub struct Conn {
     refresh_due: bool,
     /// Server role: 0-RTT data was accepted on this connection (counted once).
     early_data_counted: bool,
+    /// The anti-amplification budget before the client's address is
+    /// validated (server role; the worker sets it at accept).
+    pub amp: crate::amp::AmpLimit,
     /// Sending is held back until then (or until the host acts on the
     /// connection): new requests were just handed to the host, and its
     /// answer can carry the ACK of their packets.
@@ -278,6 +281,7 @@ impl Conn {
             flushes: 0,
             refresh_due: false,
             early_data_counted: false,
+            amp: crate::amp::AmpLimit::validated(),
             ack_hold_until: None,
             host_acted: false,
             #[cfg(feature = "test-hooks")]

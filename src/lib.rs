@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod amp;
 pub mod cid;
 pub mod conn;
 pub mod dispatch;

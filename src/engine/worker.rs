@@ -703,12 +703,22 @@ impl Ctx<'_> {
         let Some(conn) = st.conns.get_mut(&id) else { return };
         let info = quiche::RecvInfo { from: d.peer, to: d.local };
         let len = d.data.len();
+        // Before the address is validated: what the datagram holds, read
+        // before quiche decrypts it in place, and quiche's packet count.
+        let amp_probe = (!conn.amp.is_validated()).then(|| (crate::amp::scan_datagram(d.data), conn.q.stats().recv));
         let Ok(r) = guarded(|| conn.q.recv(d.data, info)) else {
             if let Some(conn) = st.conns.remove(&id) {
                 self.drop_panicked(st, id, conn);
             }
             return;
         };
+        if let Some(((packets, handshake), before)) = amp_probe {
+            let accepted = conn.q.stats().recv.saturating_sub(before);
+            conn.amp.on_recv(len, handshake && accepted == packets);
+            if conn.q.is_established() {
+                conn.amp.on_established();
+            }
+        }
         match r {
             Ok(_) => {
                 c.inc(&c.packets_in);
@@ -846,6 +856,10 @@ impl Ctx<'_> {
         let (limits, pacing) = listener.config.limits_and_pacing();
         let mut conn = Conn::new(id, self.worker.id, q, listener, self.engine_weak.clone(), limits.max_field_section_size);
         conn.pacing = pacing;
+        // A Retry token validated the address; otherwise the 3x budget holds.
+        if odcid.is_none() {
+            conn.amp = crate::amp::AmpLimit::server();
+        }
         if let Some(dir) = self.engine.opts.qlog_dir.as_ref() {
             attach_qlog(&mut conn, dir);
         }
@@ -1030,7 +1044,14 @@ impl Ctx<'_> {
                 Some(b) => b.len,
                 None => 0,
             };
-            let (n, info) = match conn.q.send(&mut out[off..]) {
+            // Before address validation quiche gets no more room than the
+            // amplification budget has left, padding included (src/amp.rs).
+            let end = match conn.amp.budget() {
+                Some(0) => break,
+                Some(b) => out.len().min(off + b),
+                None => out.len(),
+            };
+            let (n, info) = match conn.q.send(&mut out[off..end]) {
                 Ok(v) => v,
                 Err(quiche::Error::Done) => break,
                 Err(e) => {
@@ -1039,6 +1060,7 @@ impl Ctx<'_> {
                     break;
                 }
             };
+            conn.amp.on_sent(n);
             let pkt = off..off + n;
             // Pacing: hold the datagram until quiche's send time.
             if conn.pacing && info.at > Instant::now() + PACING_GRANULARITY && st.paced.len() < MAX_PACED {
