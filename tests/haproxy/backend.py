@@ -9,6 +9,9 @@ Endpoints:
   GET  /bytes/<n>        n bytes of the test pattern (pattern() below), streamed
                          with a Content-Length; HEAD answers the head alone
   GET  /text/<n>         n bytes of compressible text/plain (for compression)
+  GET  /f/<n>-<tag>      n bytes that differ from file to file: file_body()
+                         below, so that a client that mixes up multiplexed
+                         responses is caught (the interop matrix)
   POST|PUT /echo         the request body streamed back: with a Content-Length
                          when the request had one, chunked when it was chunked
   POST|PUT /sink         reads and drops the body (Content-Length or chunked),
@@ -25,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import socket
 import sys
 import threading
@@ -57,6 +61,22 @@ def pattern_chunks(n: int, chunk: int = CHUNK):
         k = min(left, chunk)
         yield view[:k]
         left -= k
+
+
+MAX_FILE = 64 * MIB     # /f/ bodies are built in memory
+
+
+def file_body(name: str) -> bytes | None:
+    """The body of /f/<name>, where name is `<n>-<tag>`: n pseudo-random
+    bytes seeded by the name itself; None when the name is not of that form
+    or n is out of range."""
+    size, sep, tag = name.partition("-")
+    if not sep or not size.isdigit() or not tag or "/" in tag:
+        return None
+    n = int(size)
+    if n > MAX_FILE:
+        return None
+    return random.Random(name).randbytes(n)
 
 
 def pattern(n: int) -> bytes:
@@ -174,6 +194,15 @@ class Handler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 for c in pattern_chunks(n):
                     self.wfile.write(c)
+            return
+        if path.startswith("/f/"):
+            body = file_body(path[len("/f/"):])
+            if body is None:
+                return self._simple(404, b"no such file\n")
+            self._head(200, "application/octet-stream", len(body))
+            if self.command != "HEAD":
+                for i in range(0, len(body), CHUNK):
+                    self.wfile.write(body[i:i + CHUNK])
             return
         if path.startswith("/text/"):
             try:
