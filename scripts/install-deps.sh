@@ -4,7 +4,7 @@
 set -eu
 
 PACKAGES="cmake clang libclang-dev pkg-config libssl-dev openssl gcc make \
-python3-venv valgrind golang-go"
+python3-venv valgrind golang-go libev4"
 
 missing=""
 for p in $PACKAGES; do
