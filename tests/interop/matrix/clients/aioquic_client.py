@@ -37,6 +37,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol  # noqa: E402
 from aioquic.h3.connection import H3_ALPN, H3Connection  # noqa: E402
 from aioquic.h3.events import DataReceived, HeadersReceived  # noqa: E402
 from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
+from aioquic.quic.packet import QuicProtocolVersion  # noqa: E402
 from aioquic.quic.events import (ConnectionTerminated, HandshakeCompleted,  # noqa: E402
                                  StreamReset)
 from aioquic.tls import CipherSuite, Epoch, SessionTicket  # noqa: E402
@@ -187,6 +188,11 @@ def configuration(args, ticket: SessionTicket | None = None) -> QuicConfiguratio
     # without --ca aioquic verifies against certifi's store
     if args.chacha20:
         config.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
+    if args.v2:
+        # the first Initial in version 2; version 1 stays acceptable for a
+        # server that negotiates down
+        config.original_version = QuicProtocolVersion.VERSION_2
+        config.supported_versions = [QuicProtocolVersion.VERSION_2, QuicProtocolVersion.VERSION_1]
     if args.keylog:
         config.secrets_log_file = open(args.keylog, "a")
     return config

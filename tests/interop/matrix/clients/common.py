@@ -101,6 +101,8 @@ def parse_args(client: str, description: str | None = None, argv=None) -> argpar
                    help="as --resume, with the second connection's requests in 0-RTT")
     p.add_argument("--key-update", action="store_true",
                    help="start a key update once the handshake is confirmed")
+    p.add_argument("--v2", action="store_true",
+                   help="start the connection in QUIC version 2 (RFC 9369)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECS",
                    help=f"the whole run's deadline (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--keylog", metavar="FILE", help="TLS secrets in NSS key log format")

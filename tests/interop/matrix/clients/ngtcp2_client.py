@@ -240,6 +240,8 @@ class Runner:
             cmd.append(f"--ciphers={CHACHA20_PRIORITY}")
         if a.key_update:
             cmd.append("--key-update=1ms")
+        if a.v2:
+            cmd.append("--version=v2")
         if first:
             cmd += [f"--session-file={self.session}", f"--tp-file={self.tp}", "--wait-for-ticket"]
         if second:

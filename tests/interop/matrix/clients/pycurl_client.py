@@ -218,6 +218,8 @@ def main() -> None:
         unsupported(f"this libcurl ({vi[1]}) has no HTTP/3")
     if args.key_update:
         unsupported("libcurl has no API to start a key update")
+    if args.v2:
+        unsupported("libcurl has no option to choose the QUIC version")
     backend = vi[5] or ""
     if args.chacha20 and not backend.startswith(("OpenSSL", "quictls", "BoringSSL", "AWS-LC",
                                                  "wolfSSL")):

@@ -171,6 +171,9 @@ fn parse_args() -> Res<Args> {
             "--resume" => resume = true,
             "--zerortt" => zerortt = true,
             "--key-update" => key_update = true,
+            "--v2" => {
+                return Err(Fail::Unsupported("quinn 0.11 implements QUIC version 1 only (no RFC 9369)".into()));
+            }
             "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
