@@ -84,6 +84,7 @@ test: deps
 	  "interop (aioquic, pycurl)::$(MAKE) -s test-interop" \
 	  "HAProxy patch series::$(MAKE) -s haproxy-patches-check" \
 	  "HAProxy end to end::$(MAKE) -s haproxy $(INTEROP_STAMP) && $(MAKE) -s test-haproxy" \
+	  "interop matrix (quick)::$(MAKE) -s interop-quick" \
 	  "benchmark harness (smoke)::$(MAKE) -s haproxy haproxy-stock $(INTEROP_STAMP) && $(MAKE) -s bench-smoke" \
 	  "make run (one fetch)::$(MAKE) -s smoke-haproxy && echo '1 passed, 0 failed'"
 
