@@ -46,6 +46,7 @@ Impairments (all off by default):
   --duplicate P         send the datagram twice
   --corrupt P           XOR one byte at a random offset within the first
                         min(50, len) bytes with a random non-zero value
+                        (Version Negotiation packets are spared: see below)
   --blackhole ON,OFF    from the first datagram seen: ON seconds of traffic,
                         then OFF seconds where both directions are dropped,
                         repeating
@@ -822,7 +823,12 @@ class Proxy:
         mods = ""
         cor_off = -1
         if d.random_on:
-            if r_cor < cfg.corrupt and n > 0:
+            # Version Negotiation packets are spared: they carry no
+            # integrity protection, and a client whose VN lost its version
+            # list must abandon the attempt (RFC 9000 section 6.2), which
+            # would measure the corruption, not the server.
+            spare = bool(pkts) and pkts[0].kind == "vneg"
+            if r_cor < cfg.corrupt and n > 0 and not spare:
                 cor_off = int(r_off * min(50, n))
                 val = 1 + int(r_val * 255)
                 buf = bytearray(data)

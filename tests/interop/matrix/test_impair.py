@@ -634,3 +634,20 @@ def test_cli_listening_line_and_stats_on_sigterm(tmp_path, net):
         ["c2s", "0", "1200", "initial", "forward"],
         ["c2s", "1", "64", "short", "drop-index"],
         ["c2s", "2", "400", "initial,handshake", "forward"]]
+
+
+def test_corruption_spares_version_negotiation(net):
+    # a client whose VN lost its version list must give up (RFC 9000 6.2):
+    # that would measure the proxy, not the server
+    p, addr = net.make(corrupt=1.0, impair_dir="s2c")
+    R, S = b"\x11" * 8, b"\x22" * 8
+    _exchange(net, addr, [long_pkt("initial", S, R, 1200)], [])
+    vn = vneg_pkt(R, S)
+    net.server.sendto(vn, net.src)
+    (got, _, _), = recv_until(net.client, count=1)
+    assert got == vn
+    init = long_pkt("initial", R, S, 300)
+    net.server.sendto(init, net.src)
+    (got, _, _), = recv_until(net.client, count=1)
+    assert got != init and len(got) == len(init)
+    assert p.stats()["s2c"]["corrupted"] == 1
