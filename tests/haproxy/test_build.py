@@ -7,6 +7,8 @@ compatibility layer)."""
 import re
 import subprocess
 
+import pytest
+
 import hap
 
 REPO_VERSION = re.search(r'^version = "(.*)"', (hap.REPO / "Cargo.toml").read_text(), re.M).group(1)
@@ -112,3 +114,23 @@ def test_generated_config_is_valid(binary, backend, tmp_path):
     finally:
         h.kill()
 
+
+
+def test_engine_start_failure_is_an_alert_not_a_crash(binary, backend, tmp_path):
+    """An engine that cannot start (here: a qlog directory that does not
+    exist, which `haproxy -c` cannot know) is reported at bind time and
+    HAProxy exits 1. It used to free an uninitialized error pointer on that
+    path and crash about one start in two, so it is started ten times."""
+    if binary.flavour != "rust":
+        pytest.skip("tune.quic.rquic-qlog-dir is the haquic flavour's keyword")
+    missing = tmp_path / "no-such-dir"
+    h = hap.HAProxy(binary, tmp_path, backend,
+                    hap.Options(extra_global=f"tune.quic.rquic-qlog-dir {missing}"))
+    try:
+        for _ in range(10):
+            r = subprocess.run([str(binary.path), "-db", "-f", str(h.cfg)], capture_output=True,
+                               text=True, timeout=30, cwd=tmp_path)
+            assert r.returncode == 1, (r.returncode, r.stderr)
+            assert "cannot start the QUIC engine" in r.stderr, r.stderr
+    finally:
+        h.kill()
