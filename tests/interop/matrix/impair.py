@@ -22,7 +22,7 @@ General options:
   --stats FILE          JSON statistics, written atomically (tmp + rename)
                         every second while running and on exit
   --log FILE            one line per datagram:
-                        ``TIME DIR INDEX LENGTH TYPES ACTION [MODIFIERS]``
+                        ``TIME DIR CLIENT INDEX LENGTH TYPES ACTION [MODIFIERS]``
                         ACTION is forward, drop-loss, drop-index,
                         drop-blackhole, drop-queue or drop-stale; MODIFIERS
                         are corrupt@OFFSET^XOR, dup and reorder
@@ -818,7 +818,7 @@ class Proxy:
                 emit_at = dep
         if action is not None:
             if self._log is not None:
-                self._log_line(now, d, idx, n, pkts, action, "")
+                self._log_line(now, d, flow, idx, n, pkts, action, "")
             return
         mods = ""
         cor_off = -1
@@ -857,7 +857,7 @@ class Proxy:
                         break
         d.forwarded += 1
         if self._log is not None:
-            self._log_line(now, d, idx, n, pkts, "forward", mods)
+            self._log_line(now, d, flow, idx, n, pkts, "forward", mods)
         unit = (data, copies, conn, validates)
         emit_at += self.delay
         if emit_at <= now:
@@ -865,9 +865,9 @@ class Proxy:
         else:
             self._at(emit_at, self._emit, d, flow, unit, reo)
 
-    def _log_line(self, now, d, idx, n, pkts, action, mods) -> None:
+    def _log_line(self, now, d, flow, idx, n, pkts, action, mods) -> None:
         types = ",".join(p.kind for p in pkts) or "-"
-        self._log.write(f"{now - self.start_time:.6f} {d.name} {idx} {n} {types} {action}{mods}\n")
+        self._log.write(f"{now - self.start_time:.6f} {d.name} {flow.client} {idx} {n} {types} {action}{mods}\n")
 
     def _emit(self, now: float, d: Direction, flow: Flow, unit, reo: bool) -> None:
         held = d.held

@@ -15,6 +15,9 @@ HTTP/3.0, HAProxy is still alive, and the case's own check on the wire
 exits 127: the cell is `unsupported`, with its reason. Cases the server
 cannot do (QUIC v2 and ECN for quiche) are `unsupported` too, never run.
 
+With INTEROP_QLOG=1 the patched HAProxy writes a qlog per connection into
+the cell's haproxy/qlog/ (tune.quic.rquic-qlog-dir).
+
 Progress goes to stderr, one line per cell. The matrix is printed at the
 end, followed by `N passed, M failed` (unsupported cells are counted apart).
 Every run leaves build/interop/matrix-<server>.json and the logs of each
@@ -356,6 +359,7 @@ global
     stats socket {sock} level admin
     log stdout format raw local0
     hard-stop-after 10s
+{qlog}
     tune.quic.frontend.max-streams-bidi 100
 
 defaults
@@ -386,6 +390,8 @@ class MatrixHAProxy(hap.HAProxy):
         return CONFIG.format(
             limited_quic="    limited-quic\n" if self.binary.needs_limited_quic else "",
             sock=self.sock, addr=addr, crt=self.crt,
+            qlog=(f"    tune.quic.rquic-qlog-dir {self.workdir / 'qlog'}\n"
+                  if os.environ.get("INTEROP_QLOG") and self.binary.flavour == "rust" else ""),
             bind=(" " + self.case.bind) if self.case.bind else "",
             log_format=hap.LOG_FORMAT, backend_port=self.backend_port)
 

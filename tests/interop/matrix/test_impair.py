@@ -630,7 +630,8 @@ def test_cli_listening_line_and_stats_on_sigterm(tmp_path, net):
     assert set(flow) == {"client", "sources", "datagrams_c2s", "datagrams_s2c"}
     assert flow["sources"] == [impair.fmt_addr(got[0][1])]
     lines = log.read_text().splitlines()
-    assert [ln.split()[1:] for ln in lines] == [
+    assert {ln.split()[2] for ln in lines} == {flow["client"]}
+    assert [ln.split()[1:2] + ln.split()[3:] for ln in lines] == [
         ["c2s", "0", "1200", "initial", "forward"],
         ["c2s", "1", "64", "short", "drop-index"],
         ["c2s", "2", "400", "initial,handshake", "forward"]]
