@@ -180,7 +180,8 @@ def configuration(args, ticket: SessionTicket | None = None) -> QuicConfiguratio
         verify_mode=ssl.CERT_REQUIRED,
         max_data=64 * MIB,
         max_stream_data=16 * MIB,
-        idle_timeout=30.0,
+        # the run's deadline bounds it; a lossy handshake can back off long
+        idle_timeout=max(30.0, args.timeout),
         session_ticket=ticket,
     )
     if args.ca:
