@@ -40,6 +40,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -546,10 +547,24 @@ class Matrix:
             else:
                 per = len(case.files) // case.runs
                 groups = [case.files[i * per:(i + 1) * per] for i in range(case.runs)]
+            # Runs that have not started yet are cancelled once one fails:
+            # the cell has failed, and a server that never answers would
+            # otherwise cost every run its whole timeout.
+            failed = threading.Event()
+
+            def one(i, g):
+                if failed.is_set():
+                    return None
+                r = self.run_client(client, d, base, g, case.client_opts, case.timeout, str(i), ca)
+                if r[0] != 0:
+                    failed.set()
+                return r
+
             with ThreadPoolExecutor(max_workers=case.parallel) as ex:
-                futs = [ex.submit(self.run_client, client, d, base, g, case.client_opts,
-                                  case.timeout, str(i), ca) for i, g in enumerate(groups)]
-                runs = [f.result() for f in futs]
+                futs = [ex.submit(one, i, g) for i, g in enumerate(groups)]
+                done = [f.result() for f in futs]
+            runs = [r for r in done if r is not None]
+            groups = [g for g, r in zip(groups, done) if r is not None]
             elapsed = time.monotonic() - t0
             proxy.send_signal(signal.SIGTERM)
             proxy.wait(10)
@@ -570,7 +585,10 @@ class Matrix:
             bad = [(i, rc, se) for i, (rc, so, se) in enumerate(runs) if rc != 0]
             if bad:
                 i, rc, se = bad[0]
-                more = f" ({len(bad)} of {len(runs)} runs)" if len(runs) > 1 else ""
+                skipped = case.runs - len(runs)
+                more = (f" ({len(bad)} of {len(runs)} runs"
+                        + (f"; {skipped} not started after the failure" if skipped else "") + ")"
+                        if case.runs > 1 else "")
                 return Cell(case.name, client.name, "fail",
                             f"client exit {rc}{more}: {last_line(se)[:200]}", seconds=elapsed)
             for i, g in enumerate(groups):
