@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 pub mod amp;
+#[cfg(test)]
+mod rebind_tests;
 pub mod cid;
 pub mod conn;
 pub mod dispatch;
