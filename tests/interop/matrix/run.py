@@ -446,8 +446,7 @@ class Matrix:
         self.seed = seed
         self.work = workroot
         self.certs = OUT / "certs"
-        fixtures = hap.FIXTURES
-        self.crt, self.ca = hap.COMBINED_PEM, fixtures / "ca.crt"
+        self.crt, self.ca = hap.COMBINED_PEM, hap.CA_FILE
         self.backend = None
         self.backend_port = 0
         self.run_seconds: list[float] = []     # client run durations, this cell
