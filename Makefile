@@ -175,6 +175,8 @@ include mk/interop.mk
 include mk/bench.mk
 include mk/haproxy.mk
 include mk/e2e.mk
+include mk/deb.mk
+include mk/haproxy-deb.mk
 
 # ---- install -----------------------------------------------------------------
 
