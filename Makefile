@@ -79,6 +79,7 @@ test: deps
 	  "cargo test::$(MAKE) -s test-rust" \
 	  "C suite (ASan+UBSan)::$(MAKE) -s test-c" \
 	  "exported symbols::$(MAKE) -s check-symbols" \
+	  "ABI guard (abidiff)::$(MAKE) -s check-abi && sh scripts/test-check-abi.sh" \
 	  "install layout::$(MAKE) -s check-install" \
 	  "C suite (valgrind)::$(MAKE) -s test-c-valgrind" \
 	  "interop (aioquic, pycurl)::$(MAKE) -s test-interop" \

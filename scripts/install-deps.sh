@@ -4,7 +4,8 @@
 set -eu
 
 PACKAGES="cmake clang libclang-dev pkg-config libssl-dev openssl gcc make \
-python3-venv valgrind golang-go libev4"
+python3-venv valgrind golang-go libev4 \
+abigail-tools"
 
 missing=""
 for p in $PACKAGES; do
