@@ -1,6 +1,7 @@
 #!/bin/sh
 # Checks the quilt series in haproxy-patches/ against the pristine HAProxy
-# tree SRC: every patch is listed and applies in order with --fuzz=0, has a
+# tree SRC: every patch is listed and applies in order with --fuzz=0 (with
+# patch, and with quilt as debian/patches would), has a
 # HAProxy-style subject and DEP-3 headers, and indents added C with tabs.
 # Ends with "N passed, M failed".
 #
@@ -20,6 +21,27 @@ if out=$(sh scripts/apply-haproxy-patches.sh "$src" "$tmp/tree" 2>&1); then
 	ok "series applies to $src with --fuzz=0 ($(echo "$out" | tail -1 | sed 's/.*: //'))"
 else
 	ko "series does not apply: $(echo "$out" | tail -1)"
+fi
+
+# 1b. quilt, as a packager uses the series (debian/patches): push -a applies
+#     every patch without fuzz, and pop -a gives back the pristine tree
+if command -v quilt >/dev/null 2>&1; then
+	cp -a "$src" "$tmp/quilt"
+	rm -f "$tmp/quilt"/.verified-*
+	series_dir=$(cd haproxy-patches && pwd)
+	if out=$(cd "$tmp/quilt" && QUILT_PATCHES="$series_dir" QUILT_PC=.pc quilt push -a --fuzz=0 2>&1); then
+		ok "QUILT_PATCHES=haproxy-patches quilt push -a: $(echo "$out" | tail -1)"
+		if (cd "$tmp/quilt" && QUILT_PATCHES="$series_dir" quilt pop -a -q >/dev/null 2>&1) &&
+			rm -rf "$tmp/quilt/.pc" && diff -r -q -x '.verified-*' "$src" "$tmp/quilt" >/dev/null; then
+			ok "quilt pop -a restores the pristine tree"
+		else
+			ko "quilt pop -a does not restore the pristine tree"
+		fi
+	else
+		ko "quilt push -a fails: $(echo "$out" | tail -3 | tr '\n' ' ')"
+	fi
+else
+	ko "quilt is not installed (make deps installs it)"
 fi
 
 # 2. series and files agree
