@@ -27,11 +27,13 @@ BUILD        := build
 # The shared library is linked from cargo's staticlib with haquic.map, so that
 # it exports only haquic_* under the version node HAQUIC_0 (rustc's own cdylib
 # export list would override our version script).
-RELEASE_A    := target/release/libhaquic.a
+# cargo's target directory (CARGO_TARGET_DIR is honoured, as cargo does).
+TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
+RELEASE_A    := $(TARGET_DIR)/release/libhaquic.a
 # The test library: debug profile, with the test-only hooks and the bindgen
 # ABI check compiled in. Never installed.
 TEST_FEATURES := test-hooks,abi-check
-TEST_A       := target/debug/libhaquic.a
+TEST_A       := $(TARGET_DIR)/debug/libhaquic.a
 NATIVE_LIBS  := -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 FIXTURES     := $(BUILD)/c-tests/fixtures
 STAGE_RELEASE := $(BUILD)/lib/release
@@ -58,19 +60,38 @@ deps:
 
 lib: $(STAGE_RELEASE)/$(SONAME)
 
+# Release builds are reproducible (make check-repro): the build's own paths
+# never reach the library. rustc remaps Rust paths; the C compiler remaps the
+# paths of the C and C++ that cargo builds (BoringSSL, under target/). Every
+# release build goes through RELEASE_ENV, so that they share one cache.
+# SOURCE_DATE_EPOCH is the date of the latest debian/changelog entry, as in
+# the package build: it changes with a release, not with every commit.
+SOURCE_DATE_EPOCH ?= $(shell date -d "$$(sed -n 's/^ -- .*>  //p' debian/changelog | head -n1)" +%s 2>/dev/null)
+REPRO_PREFIX   := /usr/src/haquic-$(VERSION)
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
+REPRO_MAPS     := $(CURDIR)=$(REPRO_PREFIX) $(CARGO_HOME_DIR)=/cargo
+RELEASE_ENV    := SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) RUSTFLAGS="$(strip $(RUSTFLAGS) $(foreach m,$(REPRO_MAPS),--remap-path-prefix=$(m)))" \
+                  CFLAGS="$(strip $(CFLAGS) $(foreach m,$(REPRO_MAPS),-ffile-prefix-map=$(m)))" \
+                  CXXFLAGS="$(strip $(CXXFLAGS) $(foreach m,$(REPRO_MAPS),-ffile-prefix-map=$(m)))"
+
 $(RELEASE_A): $(RUST_SRCS) include/haquic.h
-	$(CARGO) build --release --lib
+	$(RELEASE_ENV) $(CARGO) build --release --lib
 
 # Regenerates include/haquic.h from the sources (cbindgen runs in build.rs).
 header:
-	$(CARGO) build --release --lib
-	cp "$$(for f in target/release/build/haquic-*/out/header-path.txt; do cat $$f; echo; done | xargs ls -t | head -n1)" include/haquic.h
+	$(RELEASE_ENV) $(CARGO) build --release --lib
+	cp "$$(for f in $(TARGET_DIR)/release/build/haquic-*/out/header-path.txt; do cat $$f; echo; done | xargs ls -t | head -n1)" include/haquic.h
 	@echo "include/haquic.h regenerated"
+
+# haquic.pc for the given PREFIX, LIBDIR and INCLUDEDIR. Libs.private lists
+# what a static link (pkg-config --static) needs besides libhaquic.a.
+PC_SUBST = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@NATIVE_LIBS@|$(filter-out -lc,$(NATIVE_LIBS))|' haquic.pc.in
 
 $(BUILD)/haquic.pc: haquic.pc.in Cargo.toml
 	@mkdir -p $(BUILD)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+	$(PC_SUBST) > $@
 
 # ---- tests -------------------------------------------------------------------
 
@@ -79,7 +100,7 @@ test: deps
 	  "cargo test::$(MAKE) -s test-rust" \
 	  "C suite (ASan+UBSan)::$(MAKE) -s test-c" \
 	  "exported symbols::$(MAKE) -s check-symbols" \
-	  "ABI guard (abidiff)::$(MAKE) -s check-abi && sh scripts/test-check-abi.sh" \
+	  "ABI guard (abidiff)::$(MAKE) -s check-abi && sh scripts/test-check-abi.sh && sh scripts/check-debian-symbols.sh $(STAGE_RELEASE)/$(REALLIB)" \
 	  "install layout::$(MAKE) -s check-install" \
 	  "C suite (valgrind)::$(MAKE) -s test-c-valgrind" \
 	  "interop (aioquic, pycurl)::$(MAKE) -s test-interop" \
@@ -111,7 +132,7 @@ define link-so
 	$(CC) -shared -o $(2) -Wl,-soname,$(SONAME) -Wl,--version-script=haquic.map \
 	  -Wl,--gc-sections -Wl,-z,relro,-z,now \
 	  $$(nm --defined-only $(1) 2>/dev/null | awk '$$2 == "T" && $$3 ~ /^haquic_/ { print "-Wl,--undefined=" $$3 }' | sort -u) \
-	  $(1) $(NATIVE_LIBS)
+	  $(LDFLAGS) $(1) $(NATIVE_LIBS)
 	ln -sf $(REALLIB) $(dir $(2))$(SONAME)
 	ln -sf $(SONAME) $(dir $(2))libhaquic.so
 endef
@@ -170,7 +191,7 @@ check-symbols: $(STAGE_RELEASE)/$(SONAME)
 # Fails when include/haquic.h differs from what the sources generate (the
 # same check runs inside `cargo test`, tests/abi.rs).
 check-header: $(RELEASE_A)
-	diff -u include/haquic.h "$$(for f in target/release/build/haquic-*/out/header-path.txt; do cat $$f; echo; done | xargs ls -t | head -n1)"
+	diff -u include/haquic.h "$$(for f in $(TARGET_DIR)/release/build/haquic-*/out/header-path.txt; do cat $$f; echo; done | xargs ls -t | head -n1)"
 
 include mk/interop.mk
 include mk/bench.mk
@@ -184,17 +205,16 @@ include mk/haproxy-deb.mk
 install: all
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	$(INSTALL) -m 0755 $(STAGE_RELEASE)/$(REALLIB) $(DESTDIR)$(LIBDIR)/$(REALLIB)
+	$(INSTALL) -m 0644 $(RELEASE_A) $(DESTDIR)$(LIBDIR)/libhaquic.a
 	ln -sf $(REALLIB) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libhaquic.so
 	$(INSTALL) -m 0644 include/haquic.h $(DESTDIR)$(INCLUDEDIR)/haquic.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
-	    haquic.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/haquic.pc
+	$(PC_SUBST) > $(DESTDIR)$(PKGCONFIGDIR)/haquic.pc
 	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/haquic.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(REALLIB) $(DESTDIR)$(LIBDIR)/$(SONAME) \
-	      $(DESTDIR)$(LIBDIR)/libhaquic.so $(DESTDIR)$(INCLUDEDIR)/haquic.h \
+	      $(DESTDIR)$(LIBDIR)/libhaquic.so $(DESTDIR)$(LIBDIR)/libhaquic.a $(DESTDIR)$(INCLUDEDIR)/haquic.h \
 	      $(DESTDIR)$(PKGCONFIGDIR)/haquic.pc
 
 clean:
