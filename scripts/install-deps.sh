@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="cmake clang libclang-dev pkg-config libssl-dev openssl gcc make \
 python3-venv valgrind golang-go libev4 \
-abigail-tools"
+abigail-tools debhelper lintian quilt debootstrap"
 
 missing=""
 for p in $PACKAGES; do
