@@ -108,6 +108,9 @@ test: deps
 	  "HAProxy end to end::$(MAKE) -s haproxy $(INTEROP_STAMP) && $(MAKE) -s test-haproxy" \
 	  "interop matrix (quick)::$(MAKE) -s interop-quick" \
 	  "benchmark harness (smoke)::$(MAKE) -s haproxy haproxy-stock $(INTEROP_STAMP) && $(MAKE) -s bench-smoke" \
+	  "Debian packages (library)::$(MAKE) -s deb" \
+	  "Debian package (HAProxy)::$(MAKE) -s haproxy-deb check-deb-install" \
+	  "reproducible build::$(MAKE) -s check-repro" \
 	  "make run (one fetch)::$(MAKE) -s smoke-haproxy && echo '1 passed, 0 failed'"
 
 # Unit tests, tests/abi.rs (header freshness and the bindgen round-trip).
