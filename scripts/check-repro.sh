@@ -31,7 +31,7 @@ other=$copy/build/lib/release/$name
 
 sha256sum "$lib" "$other" | sed 's/^/  /'
 if cmp -s "$lib" "$other"; then
-	echo "check-repro: byte-identical ($(stat -c %s "$lib") bytes) from $(dirname "$(dirname "$(dirname "$(dirname "$lib")")")") and $copy"
+	echo "check-repro: byte-identical ($(stat -c %s "$lib") bytes), built in $(pwd) and in $copy"
 	echo "1 passed, 0 failed"
 	exit 0
 fi
