@@ -353,9 +353,21 @@ class HAProxy:
         try:
             return p.wait(timeout)
         except subprocess.TimeoutExpired:
+            # What kept it: its UDP sockets (one per connection it still
+            # holds), and the end of its own stderr and log.
+            sockets = subprocess.run(["ss", "-uanpH"], capture_output=True, text=True).stdout
+            held = [l for l in sockets.splitlines() if f"pid={p.pid}," in l]
+            n = self.procs.index(p) if p in self.procs else -1
+            tail = ""
+            for f in (self.errs[n], self.logs[n]) if n >= 0 else ():
+                try:
+                    tail += f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:]) + "\n"
+                except OSError:
+                    pass
             p.kill()
             p.wait(5)
-            raise TimeoutError(f"haproxy pid {p.pid} did not exit within {timeout}s")
+            raise TimeoutError(f"haproxy pid {p.pid} did not exit within {timeout}s; "
+                               f"its {len(held)} UDP sockets:\n" + "\n".join(held[:20]) + "\n" + tail)
 
     def stop(self, timeout: float = 20.0) -> int:
         """Soft stop of the current process and wait; kills it if it hangs."""
