@@ -99,6 +99,7 @@ test: deps
 	@bash scripts/run-tests.sh \
 	  "cargo test::$(MAKE) -s test-rust" \
 	  "C suite (ASan+UBSan)::$(MAKE) -s test-c" \
+	  "loom models::$(MAKE) -s test-loom" \
 	  "exported symbols::$(MAKE) -s check-symbols" \
 	  "ABI guard (abidiff)::$(MAKE) -s check-abi && sh scripts/test-check-abi.sh && sh scripts/check-debian-symbols.sh $(STAGE_RELEASE)/$(REALLIB)" \
 	  "install layout::$(MAKE) -s check-install" \
@@ -202,6 +203,7 @@ include mk/haproxy.mk
 include mk/e2e.mk
 include mk/deb.mk
 include mk/haproxy-deb.mk
+include mk/loom.mk
 
 # ---- install -----------------------------------------------------------------
 

@@ -6,13 +6,17 @@
 //! woken through the host's callback. A full queue drops the datagram and
 //! counts it: the sender never blocks, and no lookup reads a connection's
 //! fields, so a connection closing concurrently cannot be touched from here.
+//! The queue and its wake-up protocol are [`inbox::Inbox`], which the loom
+//! model of the hand-off runs.
+
+pub mod inbox;
 
 use crate::cid::{CID_LEN, Keys};
 use crate::engine::listener::Listener;
-use crossbeam::queue::ArrayQueue;
-use std::net::SocketAddr;
 use crate::handle::Shared;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use inbox::Inbox;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A received datagram on its way to its owner.
 pub struct Datagram {
@@ -31,16 +35,13 @@ pub type WakeFn = Box<dyn Fn(usize) + Send + Sync>;
 
 /// Per-worker queues and the routing key.
 pub struct Dispatcher {
-    queues: Vec<ArrayQueue<Datagram>>,
+    inboxes: Vec<Inbox<Datagram>>,
     keys: Keys,
     wake: WakeFn,
     /// Datagrams dropped because their owner's queue was full, per worker.
     pub overflows: Vec<AtomicU64>,
     /// Datagrams dropped because no destination ID could be read.
     pub unparsable: AtomicU64,
-    /// A wake-up was sent since the worker last started processing: later
-    /// ones would be redundant.
-    wake_pending: Vec<AtomicBool>,
 }
 
 /// Reads the destination connection ID of a QUIC packet without trusting
@@ -62,23 +63,22 @@ impl Dispatcher {
     /// Queues of `capacity` datagrams for each of `workers` workers.
     pub fn new(workers: usize, capacity: usize, keys: Keys, wake: WakeFn) -> Dispatcher {
         Dispatcher {
-            queues: (0..workers).map(|_| ArrayQueue::new(capacity.max(1))).collect(),
+            inboxes: (0..workers).map(|_| Inbox::new(capacity)).collect(),
             keys,
             wake,
             overflows: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             unparsable: AtomicU64::new(0),
-            wake_pending: (0..workers).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
     /// The number of workers.
     pub fn workers(&self) -> usize {
-        self.queues.len()
+        self.inboxes.len()
     }
 
     /// The worker that owns the datagram's destination ID.
     pub fn route(&self, pkt: &[u8]) -> Option<usize> {
-        dcid_of(pkt).map(|dcid| self.keys.route(dcid, self.queues.len()))
+        dcid_of(pkt).map(|dcid| self.keys.route(dcid, self.inboxes.len()))
     }
 
     /// Routes and queues a datagram, then wakes its owner. Returns the owner,
@@ -94,36 +94,33 @@ impl Dispatcher {
 
     /// Queues a datagram for `worker` and wakes it.
     pub fn push(&self, worker: usize, dgram: Datagram) -> Result<(), DropReason> {
-        if self.queues[worker].push(dgram).is_err() {
+        if self.inboxes[worker].push(dgram, || (self.wake)(worker)).is_err() {
             self.overflows[worker].fetch_add(1, Ordering::Relaxed);
             return Err(DropReason::QueueFull);
         }
-        self.wake(worker);
         Ok(())
     }
 
     /// Takes the next queued datagram of `worker`.
     pub fn pop(&self, worker: usize) -> Option<Datagram> {
-        self.queues[worker].pop()
+        self.inboxes[worker].pop()
     }
 
     /// Datagrams waiting for `worker`.
     pub fn pending(&self, worker: usize) -> usize {
-        self.queues[worker].len()
+        self.inboxes[worker].len()
     }
 
     /// Wakes `worker` through the host's callback, unless a wake-up is
     /// already pending: every wake-up sent after the worker last started
     /// processing guarantees one more pass, so one is enough.
     pub fn wake(&self, worker: usize) {
-        if !self.wake_pending[worker].swap(true, Ordering::AcqRel) {
-            (self.wake)(worker)
-        }
+        self.inboxes[worker].wake(|| (self.wake)(worker))
     }
 
-    /// Called by the worker as it starts processing.
+    /// Called by the worker as it starts processing, before it pops.
     pub fn clear_wake(&self, worker: usize) {
-        self.wake_pending[worker].store(false, Ordering::Release);
+        self.inboxes[worker].clear_wake()
     }
 }
 

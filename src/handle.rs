@@ -3,13 +3,15 @@
 //!
 //! The engine creates these (a connection or stream handle appears in an
 //! event before C ever asks for it); `ffi` only casts them to and from opaque
-//! pointers.
+//! pointers. The `Arc` and the counter come from `sync`, so that the loom
+//! model of refcounts against close (`loom/tests/handle.rs`) runs this file.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicUsize, Ordering, static_atomic};
 
-/// Number of live handle objects (all kinds).
-static LIVE_OBJECTS: AtomicUsize = AtomicUsize::new(0);
+static_atomic! {
+    /// Number of live handle objects (all kinds).
+    static LIVE_OBJECTS: AtomicUsize = AtomicUsize::new(0);
+}
 
 /// The current number of live handle objects.
 pub fn live_objects() -> usize {

@@ -3,8 +3,14 @@
 //! and the kernel spreads clients by 4-tuple. A datagram that lands on the
 //! wrong worker is forwarded by connection ID (see `dispatch`).
 //!
+//! A socket the host polls is released in two phases; [`Lease`] holds where
+//! it stands, for the workers and for the loom model of the release.
+//!
 //! This module and `ffi` are the only places with `unsafe`.
 
+mod lease;
+
+pub use lease::Lease;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -219,6 +225,11 @@ impl UdpSocket {
     /// The fd, for the host to poll.
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    /// The socket as the host is about to poll it.
+    pub fn lease(&self) -> Lease {
+        Lease::new(self.fd(), self.generation)
     }
 
     /// Receives one datagram; `WouldBlock` when there is none.

@@ -13,6 +13,8 @@
 //! - [`cid`]: connection IDs that carry their worker, reset and Retry tokens.
 //! - [`io`]: UDP sockets the engine owns.
 //! - [`handle`]: objects C can hold, counted while alive.
+//! - `sync`: the atomics, `Arc` and queue the cross-thread protocols use,
+//!   in one place so that the loom models (`loom/`) can swap in loom's.
 //! - [`error`]: the result codes every layer shares.
 
 #![warn(missing_docs)]
@@ -30,5 +32,6 @@ pub mod ffi;
 pub mod h3;
 pub mod handle;
 pub mod io;
+mod sync;
 
 pub use error::{Error, Result, haquic_result};

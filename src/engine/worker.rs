@@ -18,6 +18,7 @@ use crate::dispatch::{Datagram, dcid_of};
 use crate::error::{Error, Result, haquic_result};
 use crate::fasthash::{FastMap, FastSet};
 use crate::handle::{Shared, Tracked};
+use crate::io::Lease;
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -118,8 +119,9 @@ const PACING_GRANULARITY: Duration = Duration::from_millis(1);
 struct ListenerSock {
     sock: crate::io::UdpSocket,
     listener: Shared<Listener>,
-    /// The host was asked to stop polling it: never read or write it again.
-    releasing: bool,
+    /// Where it stands in the two-phase release: once the host was asked to
+    /// stop polling it, it is never read or written again.
+    lease: Lease,
     /// The host reports this socket's readiness (it called
     /// `haquic_worker_fd_ready` for it once): it is then read only when
     /// reported readable. A host that never does gets it read on every
@@ -137,8 +139,9 @@ struct ConnSock {
     local: SocketAddr,
     /// The host reported it readable.
     ready: bool,
-    /// The host was asked to stop polling it: never read or write it again.
-    releasing: bool,
+    /// Where it stands in the two-phase release: once the host was asked to
+    /// stop polling it, it is never read or written again.
+    lease: Lease,
 }
 
 /// The owner thread's state.
@@ -315,7 +318,7 @@ impl WorkerState {
     pub fn has_pending_work(&self) -> bool {
         // A socket still marked ready was left at the per-pass cap.
         !self.dirty.is_empty()
-            || self.lsocks.values().any(|ls| ls.notified && ls.ready && !ls.releasing)
+            || self.lsocks.values().any(|ls| ls.notified && ls.ready && ls.lease.in_use())
             || !self.ready_socks.is_empty()
     }
 
@@ -338,16 +341,14 @@ impl WorkerState {
     /// generation, or a socket being released) is ignored and counted.
     pub fn fd_ready(&mut self, fd: i32, generation: u32, counters: &Counters) -> Result<()> {
         if let Some(cs) = self.conn_socks.get_mut(&fd) {
-            if cs.sock.generation == generation && !cs.releasing {
+            if cs.lease.is_ready_for(fd, generation) {
                 if !cs.ready {
                     cs.ready = true;
                     self.ready_socks.push(fd);
                 }
                 return Ok(());
             }
-        } else if let Some(ls) =
-            self.lsocks.values_mut().find(|ls| ls.sock.fd() == fd && ls.sock.generation == generation && !ls.releasing)
-        {
+        } else if let Some(ls) = self.lsocks.values_mut().find(|ls| ls.lease.is_ready_for(fd, generation)) {
             ls.notified = true;
             ls.ready = true;
             return Ok(());
@@ -361,7 +362,7 @@ impl WorkerState {
         let listener = self
             .lsocks
             .iter()
-            .find(|(_, ls)| ls.sock.fd() == fd && ls.sock.generation == generation && ls.releasing)
+            .find(|(_, ls)| ls.lease.is_released_by(fd, generation))
             .map(|(id, _)| *id);
         if let Some(id) = listener {
             self.lsocks.remove(&id);
@@ -369,7 +370,7 @@ impl WorkerState {
             return Ok(());
         }
         match self.conn_socks.get(&fd) {
-            Some(cs) if cs.sock.generation == generation && cs.releasing => {
+            Some(cs) if cs.lease.is_released_by(fd, generation) => {
                 self.conn_socks.remove(&fd);
                 counters.inc(&counters.fds_released);
                 Ok(())
@@ -388,10 +389,8 @@ impl WorkerState {
     /// engine never touches it, and closes it only once the host confirms.
     fn release_conn_socket(&mut self, fd: i32, conn: Option<Shared<crate::conn::ConnShared>>) {
         if let Some(cs) = self.conn_socks.get_mut(&fd) {
-            if !cs.releasing {
-                cs.releasing = true;
+            if let Some((fd, generation)) = cs.lease.release() {
                 cs.ready = false;
-                let generation = cs.sock.generation;
                 self.events.push_back(Event { kind: EventKind::FdRelease { fd, generation }, conn, stream: None });
             }
         }
@@ -428,8 +427,8 @@ impl Ctx<'_> {
             return self.emit_via(st, listener, conn_fd, data, b.to, b.from);
         }
         let c = self.counters();
-        let own = conn_fd.and_then(|fd| st.conn_socks.get(&fd)).filter(|cs| !cs.releasing && cs.sock.peer_addr() == Some(b.to));
-        let lsock = st.lsocks.get(&listener.id).filter(|ls| !ls.releasing);
+        let own = conn_fd.and_then(|fd| st.conn_socks.get(&fd)).filter(|cs| cs.lease.in_use() && cs.sock.peer_addr() == Some(b.to));
+        let lsock = st.lsocks.get(&listener.id).filter(|ls| ls.lease.in_use());
         let r = match (own, lsock) {
             (Some(cs), _) => cs.sock.send_segments(data, b.seg, None),
             (None, Some(ls)) => ls.sock.send_segments(data, b.seg, Some(b.to)),
@@ -464,7 +463,7 @@ impl Ctx<'_> {
     ) {
         let c = self.counters();
         if let Some(cs) = conn_fd.and_then(|fd| st.conn_socks.get(&fd)) {
-            if !cs.releasing && cs.sock.peer_addr() == Some(to) {
+            if cs.lease.in_use() && cs.sock.peer_addr() == Some(to) {
                 match cs.sock.send(data) {
                     Ok(_) => {
                         c.inc(&c.packets_out);
@@ -477,7 +476,7 @@ impl Ctx<'_> {
         }
         match &listener.mode {
             Mode::Sockets(_) => {
-                let Some(ls) = st.lsocks.get(&listener.id).filter(|ls| !ls.releasing) else { return };
+                let Some(ls) = st.lsocks.get(&listener.id).filter(|ls| ls.lease.in_use()) else { return };
                 match ls.sock.send_to(data, to) {
                     Ok(_) => {
                         c.inc(&c.packets_out);
@@ -548,7 +547,7 @@ impl Ctx<'_> {
             let mut drained = false;
             for _ in 0..MAX_DATAGRAMS_PER_PROCESS {
                 // Gone, released, or a reused fd number not reported ready.
-                let Some(cs) = st.conn_socks.get_mut(&fd).filter(|cs| cs.ready && !cs.releasing) else {
+                let Some(cs) = st.conn_socks.get_mut(&fd).filter(|cs| cs.ready && cs.lease.in_use()) else {
                     drained = true;
                     break;
                 };
@@ -610,7 +609,8 @@ impl Ctx<'_> {
             let Some(sock) = l.slot(self.worker.id).and_then(|slot| slot.adopt()) else { continue };
             let (fd, generation) = (sock.fd(), sock.generation);
             st.events.push_back(Event { kind: EventKind::FdRegister { fd, generation }, conn: None, stream: None });
-            st.lsocks.insert(l.id, ListenerSock { sock, listener: l, releasing: false, notified: false, ready: false });
+            let lease = sock.lease();
+            st.lsocks.insert(l.id, ListenerSock { sock, listener: l, lease, notified: false, ready: false });
         }
     }
 
@@ -621,7 +621,7 @@ impl Ctx<'_> {
         let closing: Vec<(u32, bool)> = st
             .lsocks
             .iter()
-            .filter(|(_, ls)| !ls.releasing && ls.listener.is_closed())
+            .filter(|(_, ls)| ls.lease.in_use() && ls.listener.is_closed())
             .map(|(id, ls)| (*id, ls.listener.is_shutting_down()))
             .collect();
         for (lid, graceful) in closing {
@@ -643,12 +643,12 @@ impl Ctx<'_> {
             }
             if open == 0 {
                 let ls = st.lsocks.get_mut(&lid).unwrap();
-                ls.releasing = true;
-                if let Some(slot) = ls.listener.slot(self.worker.id) {
-                    slot.mark_released();
+                if let Some((fd, generation)) = ls.lease.release() {
+                    if let Some(slot) = ls.listener.slot(self.worker.id) {
+                        slot.mark_released();
+                    }
+                    st.events.push_back(Event { kind: EventKind::FdRelease { fd, generation }, conn: None, stream: None });
                 }
-                let (fd, generation) = (ls.sock.fd(), ls.sock.generation);
-                st.events.push_back(Event { kind: EventKind::FdRelease { fd, generation }, conn: None, stream: None });
             }
         }
     }
@@ -658,7 +658,7 @@ impl Ctx<'_> {
         // reports; the others would only answer EAGAIN, a system call per
         // pass for nothing.
         let ids: Vec<u32> =
-            st.lsocks.iter().filter(|(_, ls)| !ls.releasing && (ls.ready || !ls.notified)).map(|(id, _)| *id).collect();
+            st.lsocks.iter().filter(|(_, ls)| ls.lease.in_use() && (ls.ready || !ls.notified)).map(|(id, _)| *id).collect();
         if ids.is_empty() {
             return;
         }
@@ -882,7 +882,8 @@ impl Ctx<'_> {
                         conn.shared.info.lock().unwrap().local = Some(real);
                     }
                     let listener = conn.listener.clone();
-                    st.conn_socks.insert(fd, ConnSock { sock, listener, local, ready: false, releasing: false });
+                    let lease = sock.lease();
+                    st.conn_socks.insert(fd, ConnSock { sock, listener, local, ready: false, lease });
                     conn.sock_fd = Some(fd);
                     st.events.push_back(Event {
                         kind: EventKind::FdRegister { fd, generation },
