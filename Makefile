@@ -204,6 +204,7 @@ include mk/e2e.mk
 include mk/deb.mk
 include mk/haproxy-deb.mk
 include mk/loom.mk
+include mk/limits.mk
 
 # ---- install -----------------------------------------------------------------
 
