@@ -205,6 +205,7 @@ include mk/deb.mk
 include mk/haproxy-deb.mk
 include mk/loom.mk
 include mk/limits.mk
+include mk/spin.mk
 
 # ---- install -----------------------------------------------------------------
 
