@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 import ssl
 
 from aioquic.asyncio.client import connect as quic_connect
@@ -228,6 +229,15 @@ class Client(QuicConnectionProtocol):
         self.transmit()
         return sid
 
+    def reset_stream_first(self, code: int = H3_REQUEST_CANCELLED) -> int:
+        """Opens a new request stream whose very first frame is RESET_STREAM
+        (final size 0, no STREAM frame before it). Returns the stream id."""
+        sid = self._quic.get_next_available_stream_id()
+        self._quic._get_or_create_stream_for_send(sid)
+        self._quic.reset_stream(sid, code)
+        self.transmit()
+        return sid
+
     def cancel(self, sid: int, code: int = H3_REQUEST_CANCELLED) -> None:
         self.pending.pop(sid, None)
         self._quic.reset_stream(sid, code)
@@ -364,6 +374,32 @@ async def connect(port: int, host: str = "127.0.0.1", *, config: QuicConfigurati
         except (asyncio.TimeoutError, Exception):
             if client._transport is not None:
                 client._transport.close()
+
+
+async def rebind(client: Client, change_cid: bool = True) -> int:
+    """Moves the client's connection to a new UDP socket (a new local port),
+    as a client behind a NAT rebinding would, with a fresh connection ID
+    when change_cid (and one is available). The old socket goes away
+    without telling the connection. Returns the new port. (The same as
+    test_migration.py's _rebind, for the storms.)"""
+    loop = asyncio.get_running_loop()
+
+    class Forward(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            client.datagram_received(data, addr)
+
+    old = client._transport
+    # the same family as aioquic's own socket (dual-stack IPv6, with
+    # IPv4-mapped addresses)
+    family = old.get_extra_info("socket").family
+    local = ("::", 0) if family == socket.AF_INET6 else ("127.0.0.1", 0)
+    transport, _ = await loop.create_datagram_endpoint(Forward, local_addr=local, family=family)
+    client._transport = transport
+    if change_cid:
+        client.change_connection_id()
+    old.set_protocol(asyncio.DatagramProtocol())
+    old.close()
+    return transport.get_extra_info("sockname")[1]
 
 
 def run(coro, timeout: float = 60.0):
