@@ -232,6 +232,18 @@ fn h3_err(e: quiche::h3::Error) -> Error {
     }
 }
 
+impl Drop for Conn {
+    /// A connection dropped while still open (its engine was freed with it)
+    /// is closed for the host too: its handles and its streams' read as
+    /// closed, as every action on them already returns HAQUIC_ERR_CLOSED.
+    fn drop(&mut self) {
+        for (_, e) in self.streams.drain() {
+            e.shared.closed.store(true, Ordering::Release);
+        }
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
 impl Conn {
     /// Wraps a new quiche connection.
     pub fn new(
