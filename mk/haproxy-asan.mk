@@ -12,6 +12,11 @@
 #                        the pair loads exactly one ASan runtime
 #   make storms          S1, S2 and S3 for STORM_SECONDS (60) each, on that pair
 #   make storms-quick    the same, 5 s each (the `make test` stage)
+#   make check-asan-pair only the checks of the pair (haproxy-asan runs them)
+#
+# PYTEST_ARGS narrows a run (PYTEST_ARGS="-k s2"); HAQUIC_STORM_QLOG=<dir>
+# makes the server write one qlog per connection (a failed request names the
+# connection's trace id, which is the qlog's file name).
 #
 # One ASan runtime, GCC's. HAProxy is compiled by gcc, whose -fsanitize=address
 # links the executable against libasan.so.8 (GCC 12). rustc's

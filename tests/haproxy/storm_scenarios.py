@@ -24,14 +24,16 @@ with nbthread 4, `-dMno-cache,no-global,no-merge` (HAQUIC_STORM_DM) and
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1:log_path=<dir>/asan,
 so that every ASan or LeakSanitizer report lands in a file (leaks at exit in
 HAProxy's own code, which stock 3.0.11 has too, are suppressed by
-lsan-haproxy-core.supp; nothing of QUIC or haquic is): a scenario
+lsan-haproxy-core.supp; nothing of QUIC or haquic is). A scenario
 passes with 0 report files, no "ERROR: AddressSanitizer" in any stderr,
-0 failed valid requests, each valid request answered logged with status
-200 by HAProxy, HAProxy still serving a fresh GET at the end, and every
-HAProxy process exiting 0 on its own. With HAQUIC_STORM_REQUIRE_ASAN=1 the
-binary must be an ASan build; with HAQUIC_STORM_QLOG=<dir> the server writes
-one qlog per connection there (a failure names the connection's trace id,
-scid0=..., the qlog's file name). Figures: one line per scenario.
+0 failed valid requests, every answered valid request in HAProxy's own log
+with status 200 (the log goes over UDP to a collector here, so that lines
+are not lost to the contention `log stdout` gives up on), HAProxy still
+serving a fresh GET at the end, and every HAProxy process exiting 0 on its
+own. With HAQUIC_STORM_REQUIRE_ASAN=1 the binary must be an ASan build;
+with HAQUIC_STORM_QLOG=<dir> the server writes one qlog per connection there
+(a failure names the connection's trace id, scid0=..., the qlog's file
+name). Figures: one line per scenario.
 """
 
 from __future__ import annotations
