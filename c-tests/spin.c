@@ -71,31 +71,26 @@ static _Atomic uint64_t next_req_id = 1;
 #define RESET_BITS (1u << 22)
 static _Atomic uint64_t reset_bits[RESET_BITS / 64];
 
-static void mark_server_reset(uint64_t id)
-{
-	if (id)
-		atomic_fetch_or(&reset_bits[(id % RESET_BITS) / 64], 1ull << (id % 64));
-}
-
-static int server_did_reset(uint64_t id)
-{
-	return id && (atomic_load(&reset_bits[(id % RESET_BITS) / 64]) >> (id % 64)) & 1;
-}
-
 /* The client's STOP_SENDING, by request id: the server can tell a send the
  * library refuses because the stream was stopped from other refusals. */
 static _Atomic uint64_t stop_bits[RESET_BITS / 64];
 
-static void mark_client_stop(uint64_t id)
+/* A request id's bit in one of the sets above (0 is no request). */
+static void bit_set(_Atomic uint64_t *bits, uint64_t id)
 {
 	if (id)
-		atomic_fetch_or(&stop_bits[(id % RESET_BITS) / 64], 1ull << (id % 64));
+		atomic_fetch_or(&bits[(id % RESET_BITS) / 64], 1ull << (id % 64));
 }
 
-static int client_did_stop(uint64_t id)
+static int bit_get(_Atomic uint64_t *bits, uint64_t id)
 {
-	return id && (atomic_load(&stop_bits[(id % RESET_BITS) / 64]) >> (id % 64)) & 1;
+	return id && (atomic_load(&bits[(id % RESET_BITS) / 64]) >> (id % 64)) & 1;
 }
+
+static void mark_server_reset(uint64_t id) { bit_set(reset_bits, id); }
+static int server_did_reset(uint64_t id) { return bit_get(reset_bits, id); }
+static void mark_client_stop(uint64_t id) { bit_set(stop_bits, id); }
+static int client_did_stop(uint64_t id) { return bit_get(stop_bits, id); }
 static const char *opt_fixtures = "build/c-tests/fixtures";
 
 enum { PH_RUN, PH_DRAIN, PH_QUIT };

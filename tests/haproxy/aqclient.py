@@ -354,10 +354,11 @@ def configuration(server_name: str = "localhost", *, cafile=CA_FILE, verify: boo
 @contextlib.asynccontextmanager
 async def connect(port: int, host: str = "127.0.0.1", *, config: QuicConfiguration | None = None,
                   wait_connected: bool = True, session_ticket_handler=None,
-                  connect_timeout: float = 10.0, **kw):
-    """One connection to HAProxy's QUIC listener. kw go to configuration()."""
+                  connect_timeout: float = 10.0, create_protocol=None, **kw):
+    """One connection to HAProxy's QUIC listener. kw go to configuration();
+    create_protocol is a Client subclass (default Client)."""
     config = config or configuration(**kw)
-    cm = quic_connect(host, port, configuration=config, create_protocol=Client,
+    cm = quic_connect(host, port, configuration=config, create_protocol=create_protocol or Client,
                       session_ticket_handler=session_ticket_handler, wait_connected=False)
     # aioquic's connect() with wait_connected=False does not send the
     # Initial: the first transmit() does (start() for a 0-RTT request).
@@ -380,8 +381,7 @@ async def rebind(client: Client, change_cid: bool = True) -> int:
     """Moves the client's connection to a new UDP socket (a new local port),
     as a client behind a NAT rebinding would, with a fresh connection ID
     when change_cid (and one is available). The old socket goes away
-    without telling the connection. Returns the new port. (The same as
-    test_migration.py's _rebind, for the storms.)"""
+    without telling the connection. Returns the new port."""
     loop = asyncio.get_running_loop()
 
     class Forward(asyncio.DatagramProtocol):

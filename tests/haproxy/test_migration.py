@@ -4,7 +4,6 @@ address. aioquic moves the connection to a new UDP socket (a new port) with
 a fresh connection ID, as a client behind a NAT rebinding would."""
 
 import asyncio
-import socket
 
 import pytest
 
@@ -25,28 +24,6 @@ def mx(binary, backend, tmp_path_factory):
         h.kill()
 
 
-async def _rebind(client) -> int:
-    """Moves the client's connection to a new UDP socket; returns its port."""
-    loop = asyncio.get_running_loop()
-
-    class Forward(asyncio.DatagramProtocol):
-        def datagram_received(self, data, addr):
-            client.datagram_received(data, addr)
-
-    old = client._transport
-    # the same family as aioquic's own socket (dual-stack IPv6, with
-    # IPv4-mapped addresses)
-    family = old.get_extra_info("socket").family
-    local = ("::", 0) if family == socket.AF_INET6 else ("127.0.0.1", 0)
-    transport, _ = await loop.create_datagram_endpoint(Forward, local_addr=local, family=family)
-    client._transport = transport
-    client.change_connection_id()
-    # the old socket goes away without telling the connection
-    old.set_protocol(asyncio.DatagramProtocol())
-    old.close()
-    return transport.get_extra_info("sockname")[1]
-
-
 def test_client_address_follows_migration(mx, binary):
     """The rust flavour follows the client to its new address. Stock
     HAProxy 3.0.11 does not answer on the new path here: the request sent
@@ -57,7 +34,7 @@ def test_client_address_follows_migration(mx, binary):
     async def go():
         async with aqclient.connect(mx.port) as c:
             before = await asyncio.wait_for(c.request("GET", "/whoami"), 10)
-            port = await _rebind(c)
+            port = await aqclient.rebind(c)
             # a PING makes the new path carry traffic before the request
             c._quic.send_ping(1)
             c.transmit()

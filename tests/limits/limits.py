@@ -341,22 +341,12 @@ async def connect(port: int, *, verify: bool = True, idle_timeout: float = 30.0,
                   host: str = "127.0.0.1"):
     """A Hostile client connected to port (handshake done). Its close is
     bounded: CONNECTION_CLOSE, then at most 5 s."""
-    from aioquic.asyncio.client import connect as quic_connect
     cfg = aqclient.configuration(verify=verify, idle_timeout=idle_timeout)
     if max_datagram_size:
         cfg.max_datagram_size = max_datagram_size
-    cm = quic_connect(host, port, configuration=cfg, create_protocol=Hostile, wait_connected=False)
-    client = await cm.__aenter__()
-    try:
-        client.transmit()
-        await asyncio.wait_for(client.wait_connected(), connect_timeout)
+    async with aqclient.connect(port, host, config=cfg, create_protocol=Hostile,
+                                connect_timeout=connect_timeout) as client:
         yield client
-    finally:
-        try:
-            await asyncio.wait_for(cm.__aexit__(None, None, None), 5)
-        except (asyncio.TimeoutError, Exception):
-            if client._transport is not None:
-                client._transport.close()
 
 
 async def wait_until(pred, timeout: float, interval: float = 0.01) -> bool:
