@@ -568,6 +568,15 @@ impl ConnectionIdentifiers {
             return Err(Error::InvalidState);
         }
 
+        // HAQUIC: a RETIRE_CONNECTION_ID frame is retransmitted with the same
+        // sequence number when its packet is thought lost (RFC 9000, 19.16),
+        // so the ID may be gone already: nothing to do. remove() failed with
+        // OutOfIdentifiers when a single ID was left, and the connection was
+        // closed (PROTOCOL_VIOLATION); upstream issue cloudflare/quiche#1833.
+        if !self.scids.iter().any(|e| e.seq == seq) {
+            return Ok(None);
+        }
+
         let pid = if let Some(e) = self.scids.remove(seq)? {
             if e.cid == *pkt_dcid {
                 return Err(Error::InvalidState);
@@ -626,6 +635,34 @@ impl ConnectionIdentifiers {
         let e = self.scids.get_mut(dcid_seq).ok_or(Error::InvalidState)?;
         e.path_id = Some(path_id);
         Ok(())
+    }
+
+    /// HAQUIC: marks the Source Connection IDs linked to the provided path ID
+    /// as linked to no path (the path is gone).
+    pub fn unlink_scids_of_path(&mut self, path_id: usize) {
+        for e in self.scids.inner.iter_mut() {
+            if e.path_id == Some(path_id) {
+                e.path_id = None;
+            }
+        }
+    }
+
+    /// HAQUIC: the sequence numbers of the Destination Connection IDs linked
+    /// to the provided path ID.
+    pub fn dcids_of_path(&self, path_id: usize) -> SmallVec<[u64; 4]> {
+        self.dcids
+            .iter()
+            .filter(|e| e.path_id == Some(path_id))
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    /// HAQUIC: marks the Destination Connection ID entry with the provided
+    /// sequence number as linked to no path (a spare one again).
+    pub fn unlink_dcid(&mut self, dcid_seq: u64) {
+        if let Some(e) = self.dcids.get_mut(dcid_seq) {
+            e.path_id = None;
+        }
     }
 
     /// Updates the Destination Connection ID entry with the provided sequence

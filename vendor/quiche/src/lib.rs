@@ -4724,7 +4724,19 @@ impl<F: BufFactory> Connection<F> {
         if pkt_type == Type::Short && !is_closing {
             // Create NEW_CONNECTION_ID frames as needed.
             while let Some(seq_num) = self.ids.next_advertise_new_scid_seq() {
-                let frame = self.ids.get_new_connection_id_frame_for(seq_num)?;
+                // HAQUIC: the peer may have retired this ID since it was
+                // queued (a NEW_CONNECTION_ID declared lost after the peer
+                // got it, and retired it): there is nothing left to
+                // announce. Failing here failed the whole send().
+                let frame =
+                    match self.ids.get_new_connection_id_frame_for(seq_num) {
+                        Ok(frame) => frame,
+
+                        Err(_) => {
+                            self.ids.mark_advertise_new_scid_seq(seq_num, false);
+                            continue;
+                        },
+                    };
 
                 if push_frame_to_pkt!(b, frames, frame, left) {
                     self.ids.mark_advertise_new_scid_seq(seq_num, false);
@@ -8778,7 +8790,10 @@ impl<F: BufFactory> Connection<F> {
                 );
 
                 for (dcid_seq, pid) in retired_path_ids {
-                    let path = self.paths.get_mut(pid)?;
+                    // HAQUIC: the path may be gone (evicted).
+                    let Ok(path) = self.paths.get_mut(pid) else {
+                        continue;
+                    };
 
                     // Maybe the path already switched to another DCID.
                     if path.active_dcid_seq != Some(dcid_seq) {
@@ -8817,7 +8832,10 @@ impl<F: BufFactory> Connection<F> {
                 }
 
                 if let Some(pid) = self.ids.retire_scid(seq_num, &hdr.dcid)? {
-                    let path = self.paths.get_mut(pid)?;
+                    // HAQUIC: the path may be gone (evicted).
+                    let Ok(path) = self.paths.get_mut(pid) else {
+                        return Ok(());
+                    };
 
                     // Maybe we already linked a new SCID to that path.
                     if path.active_scid_seq == Some(seq_num) {
@@ -9043,8 +9061,14 @@ impl<F: BufFactory> Connection<F> {
     ) -> Result<usize> {
         let ids = &mut self.ids;
 
+        // HAQUIC: a packet sent with an ID the peer has since retired (it
+        // decrypted: it is genuine), delivered after the RETIRE_CONNECTION_ID
+        // frame (reordered, e.g. read from the old path's socket after the
+        // new path's). It is dropped, as it would have been had it arrived
+        // after the ID was forgotten, instead of failing the connection
+        // (InvalidState: PROTOCOL_VIOLATION).
         let (in_scid_seq, mut in_scid_pid) =
-            ids.find_scid_seq(dcid).ok_or(Error::InvalidState)?;
+            ids.find_scid_seq(dcid).ok_or(Error::Done)?;
 
         if let Some(recv_pid) = recv_pid {
             // If the path observes a change of SCID used, note it.
@@ -9123,10 +9147,53 @@ impl<F: BufFactory> Connection<F> {
 
         let pid = self.paths.insert_path(path, self.is_server)?;
 
+        // HAQUIC: forget the paths evicted for this one (which may have
+        // taken the same identifier): the Source CIDs linked to them are
+        // linked to no path; the Destination CID of a superseded one is a
+        // spare again, unless the active path reuses it (or retired, when
+        // DCID reuse is disabled).
+        for (old_pid, dcid_seq) in self.paths.take_evicted() {
+            ids.unlink_scids_of_path(old_pid);
+
+            let mut seqs = ids.dcids_of_path(old_pid);
+            seqs.extend(dcid_seq);
+            seqs.sort_unstable();
+            seqs.dedup();
+
+            for seq in seqs {
+                let user = self
+                    .paths
+                    .iter()
+                    .find(|(p, path)| {
+                        *p != pid && path.active_dcid_seq == Some(seq)
+                    })
+                    .map(|(p, _)| p);
+
+                match user {
+                    Some(user) => {
+                        let _ = ids.link_dcid_to_path_id(seq, user);
+                    },
+
+                    None if self.disable_dcid_reuse => {
+                        let _ = ids.retire_dcid(seq);
+                    },
+
+                    None => ids.unlink_dcid(seq),
+                }
+            }
+        }
+
+        // HAQUIC: no reuse to report if the path the CID was used on was
+        // just evicted.
+        let reused_cid_info = reused_cid_info.filter(|_| {
+            ids.get_scid(in_scid_seq).is_ok_and(|e| e.path_id.is_some())
+        });
+
         // Notify the application of CID reuse only after the path was
         // successfully admitted. This bounds event queue growth by path Slab
         // capacity, preventing an attacker from growing the queue unboundedly
         // by rotating source ports.
+
         match reused_cid_info {
             Some((old_pid, old_local_addr, old_peer_addr)) => {
                 trace!(

@@ -250,6 +250,11 @@ pub struct Path {
     /// to be validated.
     migrating: bool,
 
+    /// HAQUIC: the connection migrated away from this path (it was active,
+    /// another one is now). It may be evicted to make room for a new path
+    /// even though it still holds a Destination Connection ID.
+    superseded: bool,
+
     /// Whether or not we should force eliciting of an ACK (e.g. via PING frame)
     pub needs_ack_eliciting: bool,
 }
@@ -319,6 +324,7 @@ impl Path {
             challenge_requested: false,
             failure_notified: false,
             migrating: false,
+            superseded: false,
             needs_ack_eliciting: false,
         }
     }
@@ -357,6 +363,19 @@ impl Path {
 
     /// Returns whether the path is unused.
     #[inline]
+    /// HAQUIC: nothing of this path is in flight or waiting to be
+    /// retransmitted, so that dropping it loses no frame. (A path stops being
+    /// active with every packet in flight on it declared lost, see
+    /// `on_path_change()`; its lost frames are collected by the next send.)
+    fn drained(&self) -> bool {
+        use crate::packet::Epoch;
+
+        self.recovery.bytes_in_flight() == 0 &&
+            Epoch::epochs(Epoch::Initial..=Epoch::Application)
+                .iter()
+                .all(|&e| !self.recovery.has_lost_frames(e))
+    }
+
     fn unused(&self) -> bool {
         // FIXME: we should check that there is nothing in the sent queue.
         !self.active() && self.active_dcid_seq.is_none()
@@ -659,6 +678,11 @@ pub struct PathMap {
 
     /// Whether this manager serves a connection as a server.
     is_server: bool,
+
+    /// HAQUIC: the paths evicted to make room for new ones, with their
+    /// Destination Connection ID sequence number, for the connection to
+    /// forget (see `take_evicted()`).
+    evicted: Vec<(usize, Option<u64>)>,
 }
 
 impl PathMap {
@@ -686,6 +710,7 @@ impl PathMap {
             addrs_to_paths,
             events: VecDeque::new(),
             is_server,
+            evicted: Vec::new(),
         }
     }
 
@@ -796,13 +821,27 @@ impl PathMap {
             return Ok(());
         }
 
+        // HAQUIC: a path the connection migrated away from keeps its
+        // Destination Connection ID, so it is never unused(): after
+        // max_concurrent_paths peer migrations (NAT rebindings) every packet
+        // from a new address was dropped and the connection stalled. Such a
+        // path may go too, once no unused one is left and nothing of it is
+        // in flight or waiting to be retransmitted; its ID is released.
+        // Until then, the packet from the new address is dropped, as before.
         let (pid_to_remove, _) = self
             .paths
             .iter()
             .find(|(_, p)| p.unused())
+            .or_else(|| {
+                self.paths
+                    .iter()
+                    .find(|(_, p)| p.superseded && !p.active() && p.drained())
+            })
             .ok_or(Error::Done)?;
 
         let path = self.paths.remove(pid_to_remove);
+
+        self.evicted.push((pid_to_remove, path.active_dcid_seq));
         self.addrs_to_paths
             .remove(&(path.local_addr, path.peer_addr));
 
@@ -836,6 +875,12 @@ impl PathMap {
         }
 
         Ok(pid)
+    }
+
+    /// HAQUIC: takes the paths evicted since the last call, with their
+    /// Destination Connection ID sequence number.
+    pub fn take_evicted(&mut self) -> Vec<(usize, Option<u64>)> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Notifies a path event to the application served by the connection.
@@ -919,10 +964,25 @@ impl PathMap {
 
         if let Ok(old_active_path) = self.get_active_mut() {
             old_active_path.active = false;
+            old_active_path.superseded = true;
         }
 
         let new_active_path = self.get_mut(path_id)?;
         new_active_path.active = true;
+        new_active_path.superseded = false;
+
+        // HAQUIC: the peer moved (back) to a path whose validation failed (on
+        // a server, typically when the anti-amplification budget ran out
+        // before its PATH_RESPONSE came). Left Failed, it was not active(),
+        // the connection had no active path at all, and the next packet
+        // failed the connection with InvalidState (PROTOCOL_VIOLATION). The
+        // peer is there: validate the path again.
+        if new_active_path.validation_failed() {
+            new_active_path.state = PathState::Unknown;
+            new_active_path.failure_notified = false;
+            new_active_path.probing_lost = 0;
+            new_active_path.last_probe_lost_time = None;
+        }
 
         if is_server {
             if new_active_path.validated() {
