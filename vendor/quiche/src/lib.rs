@@ -4173,8 +4173,9 @@ impl<F: BufFactory> Connection<F> {
                     } => {
                         let stream = match self.streams.get_mut(stream_id) {
                             // Only retransmit data if the stream is not closed
-                            // or stopped.
-                            Some(v) if !v.send.is_stopped() => v,
+                            // or stopped. HAQUIC: nor reset locally (its FIN
+                            // would reach the peer as a clean end).
+                            Some(v) if !v.send.is_stopped() && !v.send.is_shutdown() => v,
 
                             // Data on a closed stream will not be retransmitted
                             // or acked after it is declared lost, so just drop
@@ -5032,6 +5033,27 @@ impl<F: BufFactory> Connection<F> {
                             ack_eliciting = true;
                             in_flight = true;
                         }
+                    } else {
+                        // HAQUIC: RFC 9000 10.2.3: an application close in an Initial
+                        // or Handshake packet is sent as a transport
+                        // CONNECTION_CLOSE with APPLICATION_ERROR. Without
+                        // it nothing closes the connection while Handshake
+                        // packets are still chosen, and a connection that
+                        // must elicit an ACK (PTO probes, or 24 ACK-only
+                        // packets) builds ACK-only packets without end.
+                        let frame = frame::Frame::ConnectionClose {
+                            error_code: 0x0c,
+                            frame_type: 0,
+                            reason: Vec::new(),
+                        };
+
+                        if push_frame_to_pkt!(b, frames, frame, left) {
+                            let pto = path.recovery.pto();
+                            self.draining_timer = Some(now + (pto * 3));
+
+                            ack_eliciting = true;
+                            in_flight = true;
+                        }
                     }
                 } else {
                     // Create ConnectionClose frame.
@@ -5230,7 +5252,8 @@ impl<F: BufFactory> Connection<F> {
                     //
                     // This might happen if stream data was buffered but not yet
                     // flushed on the wire when a STOP_SENDING frame is received.
-                    Some(v) if !v.send.is_stopped() => v,
+                    // HAQUIC: nor data of a stream reset locally.
+                    Some(v) if !v.send.is_stopped() && !v.send.is_shutdown() => v,
                     _ => {
                         self.streams.remove_flushable(&priority_key);
                         continue;
