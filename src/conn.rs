@@ -603,12 +603,37 @@ impl Conn {
     }
 
     fn poll_writable(&mut self, events: &mut VecDeque<Event>, counters: &Counters) {
-        let writable: Vec<u64> = self.q.writable().collect();
-        for sid in writable {
-            let stopped = match self.q.stream_writable(sid, 1) {
+        let mut writable: Vec<(u64, bool)> = self.q.writable().map(|sid| (sid, true)).collect();
+        // quiche lists a stream the peer stopped as writable only if it was
+        // flow-control blocked or had data queued: a STOP_SENDING on a
+        // stream the host has not written to yet would never be reported,
+        // and once quiche's automatic RESET_STREAM is acknowledged it forgets
+        // the stream while the host's entry stays open. Ask for every stream
+        // whose sending side is still ours (a few per connection).
+        for (&sid, e) in &self.streams {
+            if !e.send_done && !e.stop_reported && !writable.iter().any(|&(w, _)| w == sid) {
+                writable.push((sid, false));
+            }
+        }
+        for (sid, listed) in writable {
+            // stream_capacity() asks without side effects; stream_writable()
+            // would also announce the stream blocked when it has no credit.
+            let r = if listed { self.q.stream_writable(sid, 1).map(|_| ()) } else { self.q.stream_capacity(sid).map(|_| ()) };
+            let stopped = match r {
                 Err(quiche::Error::StreamStopped(code)) => Some(code),
+                // Our sending side is open, yet quiche has forgotten the
+                // stream: it was complete, which without our FIN means the
+                // peer stopped it. quiche collects such a stream as soon as
+                // the request's FIN is read when nothing was sent on it yet
+                // (a STOP_SENDING then completes the sending side at once),
+                // before this pass could ask, and the peer's code went with
+                // it: report H3_REQUEST_CANCELLED.
+                Err(quiche::Error::InvalidStreamState(_)) if !listed => Some(h3rules::H3_REQUEST_CANCELLED),
                 _ => None,
             };
+            if !listed && stopped.is_none() {
+                continue;
+            }
             match self.streams.get_mut(&sid) {
                 Some(e) => {
                     if let Some(code) = stopped {
