@@ -111,6 +111,9 @@ const MAX_GSO_SEGMENTS: usize = 16;
 
 /// Datagrams a worker holds for pacing, at most.
 const MAX_PACED: usize = 16_384;
+/// Packets one connection may build in one flush (about 5.6 MB at 1,350
+/// bytes): a bound on a pass, far above any congestion window.
+const MAX_PACKETS_PER_FLUSH: usize = 4096;
 /// Pacing granularity: a datagram due within this is sent at once (hosts
 /// wake up on millisecond timers).
 const PACING_GRANULARITY: Duration = Duration::from_millis(1);
@@ -1015,6 +1018,12 @@ impl Ctx<'_> {
         // New connection IDs for the peer to migrate to, bounded by its
         // active_connection_id_limit (quiche tracks it).
         if conn.q.is_established() {
+            // Retired IDs first: the room they leave is issued again in the
+            // same pass instead of the next one.
+            while let Some(retired) = conn.q.retired_scid_next() {
+                st.by_cid.remove(retired.as_ref());
+                conn.scids.retain(|c| c.as_slice() != retired.as_ref());
+            }
             while conn.q.scids_left() > 0 && conn.scids.len() < 4 {
                 let cid = self.engine.keys.new_cid(self.worker.id);
                 let token = self.engine.keys.reset_token(&cid);
@@ -1024,10 +1033,6 @@ impl Ctx<'_> {
                 st.by_cid.insert(cid.to_vec(), id);
                 conn.scids.push(cid.to_vec());
             }
-            while let Some(retired) = conn.q.retired_scid_next() {
-                st.by_cid.remove(retired.as_ref());
-                conn.scids.retain(|c| c.as_slice() != retired.as_ref());
-            }
         }
         // Engine-owned sockets: consecutive packets of the same size to
         // the same destination leave in one GSO send.
@@ -1035,7 +1040,19 @@ impl Ctx<'_> {
         // Room one more packet needs in the send buffer.
         let room = conn.q.max_send_udp_payload_size().max(1200);
         let mut batch: Option<Batch> = None;
+        let mut built = 0usize;
         loop {
+            // One connection cannot hold the worker: past the cap, the rest
+            // waits for the next pass (congestion control ends a flush long
+            // before this; a quiche that builds packets without end, as 0.30
+            // did for a close before confirmation, no longer hangs the
+            // worker).
+            if built >= MAX_PACKETS_PER_FLUSH {
+                log::warn!("{} flush: {built} packets in one pass, the rest waits", conn.shared.trace_id);
+                st.dirty.insert(id);
+                break;
+            }
+            built += 1;
             let off = match batch.as_ref() {
                 Some(b) if b.sealed || b.count >= MAX_GSO_SEGMENTS || out.len() - b.len < room => {
                     self.emit_batch(st, &conn.listener, conn.sock_fd, &out[..b.len], b);
