@@ -99,7 +99,9 @@ test: deps
 	@bash scripts/run-tests.sh \
 	  "cargo test::$(MAKE) -s test-rust" \
 	  "C suite (ASan+UBSan)::$(MAKE) -s test-c" \
+	  "spin harness (seed 1, 4 threads, 10 s)::$(MAKE) -s spin SEED=1 DURATION=10 THREADS=4" \
 	  "loom models::$(MAKE) -s test-loom" \
+	  "fuzzing (cargo-fuzz, 3 targets x 60 s)::$(MAKE) -s fuzz-smoke" \
 	  "exported symbols::$(MAKE) -s check-symbols" \
 	  "ABI guard (abidiff)::$(MAKE) -s check-abi && sh scripts/test-check-abi.sh && sh scripts/check-debian-symbols.sh $(STAGE_RELEASE)/$(REALLIB)" \
 	  "install layout::$(MAKE) -s check-install" \
@@ -107,6 +109,7 @@ test: deps
 	  "interop (aioquic, pycurl)::$(MAKE) -s test-interop" \
 	  "HAProxy patch series::$(MAKE) -s haproxy-patches-check" \
 	  "HAProxy end to end::$(MAKE) -s haproxy $(INTEROP_STAMP) && $(MAKE) -s test-haproxy" \
+	  "crash storms S1-S3 under ASan (5 s each)::$(MAKE) -s storms-quick" \
 	  "interop matrix (quick)::$(MAKE) -s interop-quick" \
 	  "benchmark harness (smoke)::$(MAKE) -s haproxy haproxy-stock $(INTEROP_STAMP) && $(MAKE) -s bench-smoke" \
 	  "Debian packages (library)::$(MAKE) -s deb" \
@@ -168,13 +171,21 @@ test-c: $(BUILD)/c-tests/runner-asan $(FIXTURES)/.complete
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $< -f $(FIXTURES)
 
-# The three crash-class storms for 60 s each (2 s each inside `make test`),
-# under ASan and UBSan, with 4 worker threads.
+# Everything that stresses for a while, each part for STRESS_SECONDS (60) or
+# DURATION when given (make stress SEED=7 DURATION=600), all under ASan:
+# - the three in-process crash-class storms of the C suite (2 s each inside
+#   `make test`), 4 worker threads;
+# - the spin harness (mk/spin.mk), THREADS threads, seeded by SEED;
+# - the crash scenarios S1-S3 through the ASan pair of HAProxy and libhaquic
+#   (mk/haproxy-asan.mk; 5 s each inside `make test`).
 STRESS_SECONDS ?= 60
-stress: deps $(BUILD)/c-tests/runner-asan $(FIXTURES)/.complete
-	HAQUIC_STRESS_SECONDS=$(STRESS_SECONDS) RUST_BACKTRACE=0 \
-	ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(BUILD)/c-tests/runner-asan -f $(FIXTURES) stress_
+stress: deps $(BUILD)/c-tests/runner-asan $(BUILD)/c-tests/spin-asan $(FIXTURES)/.complete
+	@bash scripts/run-tests.sh \
+	  "in-process storms::HAQUIC_STRESS_SECONDS=$(SPIN_STRESS_DURATION) RUST_BACKTRACE=0 \
+	    ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(BUILD)/c-tests/runner-asan -f $(FIXTURES) stress_" \
+	  "spin harness::$(MAKE) -s spin DURATION=$(SPIN_STRESS_DURATION)" \
+	  "crash scenarios S1-S3 through HAProxy (ASan)::$(MAKE) -s storms STORM_SECONDS=$(SPIN_STRESS_DURATION)"
 
 # The same suite, without sanitizers, under valgrind memcheck, against the
 # release library (the test hooks are not in it, so those tests are absent).
@@ -201,11 +212,13 @@ include mk/interop.mk
 include mk/bench.mk
 include mk/haproxy.mk
 include mk/e2e.mk
+include mk/haproxy-asan.mk
 include mk/deb.mk
 include mk/haproxy-deb.mk
 include mk/loom.mk
 include mk/limits.mk
 include mk/spin.mk
+include mk/fuzz.mk
 
 # ---- install -----------------------------------------------------------------
 
