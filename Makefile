@@ -219,6 +219,7 @@ include mk/loom.mk
 include mk/limits.mk
 include mk/spin.mk
 include mk/fuzz.mk
+include mk/failalloc.mk
 
 # ---- install -----------------------------------------------------------------
 
