@@ -218,6 +218,7 @@ include mk/haproxy-deb.mk
 include mk/loom.mk
 include mk/limits.mk
 include mk/spin.mk
+include mk/soak.mk
 include mk/fuzz.mk
 include mk/failalloc.mk
 

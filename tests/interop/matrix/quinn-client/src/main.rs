@@ -15,6 +15,9 @@
 //! `target=level`, or a bare level) turns on the libraries' tracing output.
 //! `QC_TEST_PAUSE_MS=N` (a test hook) pauses N ms between the two
 //! connections of --resume/--zerortt, so a test can restart the server there.
+//!
+//! `quinn-client soak ...` is another mode: the load of `make soak`
+//! (src/soak.rs, tests/soak).
 
 use std::future::poll_fn;
 use std::io::Write as _;
@@ -36,6 +39,8 @@ use rustls::{DigitallySignedStruct, NamedGroup, SignatureScheme};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
+
+mod soak;
 
 /// H3_NO_ERROR (RFC 9114, 8.1): the application close code of a clean close.
 const H3_NO_ERROR: u32 = 0x100;
@@ -489,6 +494,7 @@ fn build_tls(args: &Args) -> Res<Tls> {
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 type H3Driver = h3::client::Connection<h3_quinn::Connection, Bytes>;
+type RequestStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
 /// DIR/<last path component> (index.html for a path ending in '/').
 fn out_path(dir: &Path, uri: &Uri) -> PathBuf {
@@ -505,9 +511,9 @@ static PART: AtomicUsize = AtomicUsize::new(0);
 /// Temporary files being written, removed if the run fails or times out.
 static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// One GET: send it, check 200, stream the body to a temporary file and
-/// rename it into place. Returns the body size.
-async fn fetch_one(mut send: SendRequest, uri: Uri, out: PathBuf) -> Res<u64> {
+/// A GET's head: send the request (no body) and check that the response
+/// is a 200. Returns the stream, for the caller to read the body from.
+async fn get_head(send: &mut SendRequest, uri: &Uri) -> Res<RequestStream> {
     let req = http::Request::get(uri.clone())
         .body(())
         .ctx("building the request")?;
@@ -515,7 +521,6 @@ async fn fetch_one(mut send: SendRequest, uri: Uri, out: PathBuf) -> Res<u64> {
         .send_request(req)
         .await
         .ctx(&format!("{uri}: sending the request"))?;
-    drop(send);
     stream
         .finish()
         .await
@@ -533,6 +538,14 @@ async fn fetch_one(mut send: SendRequest, uri: Uri, out: PathBuf) -> Res<u64> {
     if resp.status() != http::StatusCode::OK {
         return err(format!("{uri}: status {}", resp.status()));
     }
+    Ok(stream)
+}
+
+/// One GET: send it, check 200, stream the body to a temporary file and
+/// rename it into place. Returns the body size.
+async fn fetch_one(mut send: SendRequest, uri: Uri, out: PathBuf) -> Res<u64> {
+    let mut stream = get_head(&mut send, &uri).await?;
+    drop(send);
     let n = PART.fetch_add(1, Ordering::Relaxed);
     let dir = out.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -809,8 +822,9 @@ async fn zerortt_connection(
     h3_session("conn2", &conn, urls, &args.out, args.key_update).await
 }
 
-async fn run(args: Args) -> Res<()> {
-    let authority = args.urls[0].authority().unwrap().clone();
+/// The server's address: the URL's host (resolved) and port (443 by default).
+async fn server_addr(uri: &Uri) -> Res<SocketAddr> {
+    let authority = uri.authority().unwrap().clone();
     let host = authority
         .host()
         .trim_start_matches('[')
@@ -821,23 +835,59 @@ async fn run(args: Args) -> Res<()> {
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
         .ctx(&format!("resolving {host}"))?
-        .next()
-        .ok_or_else(|| Fail::Error(format!("{host}: no address")))?;
-    trace!("server address {addr}, sni {:?}", args.sni);
+        .next();
+    addr.ok_or_else(|| Fail::Error(format!("{host}: no address")))
+}
 
-    tokio::fs::create_dir_all(&args.out)
-        .await
-        .ctx(&format!("creating {}", args.out.display()))?;
-    let tls = build_tls(&args)?;
-    let bind: SocketAddr = if addr.is_ipv6() {
+/// A client endpoint (its own UDP socket, on an ephemeral port of the
+/// server's address family) with `config` as its default. With `buffer`,
+/// the socket's receive and send buffers are set to that many bytes (the
+/// kernel caps them at net.core.rmem_max and wmem_max).
+fn client_endpoint(
+    server: SocketAddr,
+    config: &quinn::ClientConfig,
+    buffer: Option<usize>,
+) -> Res<quinn::Endpoint> {
+    let bind: SocketAddr = if server.is_ipv6() {
         "[::]:0"
     } else {
         "0.0.0.0:0"
     }
     .parse()
     .unwrap();
-    let mut endpoint = quinn::Endpoint::client(bind).ctx("UDP socket")?;
-    endpoint.set_default_client_config(tls.client_config.clone());
+    let mut endpoint = match buffer {
+        None => quinn::Endpoint::client(bind).ctx("UDP socket")?,
+        Some(bytes) => {
+            let sock = std::net::UdpSocket::bind(bind).ctx("UDP socket")?;
+            let state = quinn::udp::UdpSocketState::new((&sock).into()).ctx("UDP socket")?;
+            state
+                .set_recv_buffer_size((&sock).into(), bytes)
+                .ctx("SO_RCVBUF")?;
+            state
+                .set_send_buffer_size((&sock).into(), bytes)
+                .ctx("SO_SNDBUF")?;
+            quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                sock,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .ctx("UDP endpoint")?
+        }
+    };
+    endpoint.set_default_client_config(config.clone());
+    Ok(endpoint)
+}
+
+async fn run(args: Args) -> Res<()> {
+    let addr = server_addr(&args.urls[0]).await?;
+    trace!("server address {addr}, sni {:?}", args.sni);
+
+    tokio::fs::create_dir_all(&args.out)
+        .await
+        .ctx(&format!("creating {}", args.out.display()))?;
+    let tls = build_tls(&args)?;
+    let endpoint = client_endpoint(addr, &tls.client_config, None)?;
     let _ = ENDPOINT.set(endpoint.clone());
 
     if args.resume {
@@ -934,6 +984,9 @@ fn main() {
         std::env::var_os("QC_TRACE").is_some_and(|v| !v.is_empty() && v != "0"),
         Ordering::Relaxed,
     );
+    if std::env::args().nth(1).as_deref() == Some("soak") {
+        std::process::exit(soak::main(std::env::args().skip(2)));
+    }
     emit(concat!(
         "version=quinn ",
         env!("QC_QUINN_VERSION"),
