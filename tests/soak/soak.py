@@ -122,8 +122,20 @@ class Client:
                 print(f"client: {line}", flush=True)
 
 
-def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def fds(pid: int) -> dict[str, str]:
+    """The process's descriptors: number -> what it points to."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def fds_extra(pid: int, before: dict[str, str]) -> list[str]:
+    """The descriptors the process holds now and did not before the load."""
+    return sorted(f"{fd}->{t}" for fd, t in fds(pid).items() if before.get(fd) != t)
 
 
 def runq_wait_s(pid: int) -> float:
@@ -357,11 +369,12 @@ def run(a: argparse.Namespace) -> int:
 
         # The clients have left: the live objects must go back to 0.
         live = {}
+        extra: list[str] = []
         leave_deadline = time.monotonic() + LEAVE_TIMEOUT
         while True:
             live = {"conns_open": limits.show_quic(h).get("conns_open", -1),
                     "CurrConns": info_field(h, "CurrConns"),
-                    "fds_over_baseline": fds(h.pid) - fds_before}
+                    "fds_over_baseline": len(extra := fds_extra(h.pid, fds_before))}
             if all(v == 0 for v in (live["conns_open"], live["CurrConns"])) and live["fds_over_baseline"] <= 0:
                 break
             if time.monotonic() >= leave_deadline:
@@ -422,6 +435,8 @@ def run(a: argparse.Namespace) -> int:
           f"(haquic totals: accepted {counters.get('conns_accepted')}, closed {counters.get('conns_closed')}, "
           f"requests {counters.get('requests')}, lost {counters.get('lost')}, "
           f"drop_queue_full {counters.get('drop_queue_full')})")
+    if extra:
+        print(f"descriptors over the baseline: {', '.join(extra)}")
     print(f"wall time: {left_t:.0f} s of load and leaving, client exit status {client_rc}")
     print("", flush=True)
 
