@@ -155,6 +155,19 @@ async def open_conn(port: int, host: str = "127.0.0.1"):
     return cm, client
 
 
+async def open_counted(port: int, t: Tally):
+    """open_conn, with a failed handshake counted and reported in t and a
+    short pause before the caller tries again. Returns (cm, client), or
+    None after a failure."""
+    try:
+        return await open_conn(port)
+    except Exception as e:
+        t.conn_failed += 1
+        t.fail(f"handshake: {e!r}")
+        await asyncio.sleep(0.2)
+        return None
+
+
 async def close_conn(cm, client: aqclient.Client, abrupt: bool = False) -> None:
     """Ends a connection: CONNECTION_CLOSE, or (abrupt) the socket is dropped
     and the peer is told nothing."""
@@ -264,13 +277,10 @@ async def s1(args, t: Tally, rng: random.Random) -> None:
 
     async def slot(n: int) -> None:
         while live(deadline):
-            try:
-                cm, c = await open_conn(args.port)
-            except Exception as e:
-                t.conn_failed += 1
-                t.fail(f"handshake: {e!r}")
-                await asyncio.sleep(0.2)
+            opened = await open_counted(args.port, t)
+            if opened is None:
                 continue
+            cm, c = opened
             t.conns += 1
             try:
                 await session(c, n)
@@ -289,13 +299,10 @@ async def s2(args, t: Tally, rng: random.Random) -> None:
     seq = itertools.count()
 
     async def one(n: int) -> None:
-        try:
-            cm, c = await open_conn(args.port)
-        except Exception as e:
-            t.conn_failed += 1
-            t.fail(f"handshake: {e!r}")
-            await asyncio.sleep(0.2)
+        opened = await open_counted(args.port, t)
+        if opened is None:
             return
+        cm, c = opened
         t.conns += 1
         scid0 = peer_cid(c).hex()         # the server's trace id (qlog file name)
         rebinds = 0
@@ -495,13 +502,10 @@ async def s3(args, t: Tally, rng: random.Random) -> None:
     seq = itertools.count()
 
     async def one(n: int) -> None:
-        try:
-            cm, c = await open_conn(relay.port)
-        except Exception as e:
-            t.conn_failed += 1
-            t.fail(f"handshake: {e!r}")
-            await asyncio.sleep(0.2)
+        opened = await open_counted(relay.port, t)
+        if opened is None:
             return
+        cm, c = opened
         t.conns += 1
         port = c._transport.get_extra_info("sockname")[1]
         s = relay.session(port)

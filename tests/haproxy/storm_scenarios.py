@@ -342,18 +342,25 @@ S2_CONNS = 200
 S2_PROCS = 4
 
 
-def test_s2_rebind_storm_per_connection_sockets(binary, backend, asan, tmp_path):
-    h = start(binary, backend, tmp_path / "haproxy", bind_extra="quic-socket connection")
-    tag = tag_()
-    t0 = time.monotonic()
-    workers = spawn_workers("s2", h, tmp_path, tag, procs=S2_PROCS, conns=S2_CONNS // S2_PROCS,
-                            seconds=SECONDS)
+def run_workers(h, workers, t0: float) -> dict:
+    """Waits SECONDS from t0 (or until a worker ends), checking that HAProxy
+    is still running, and returns the workers' collected tally."""
     try:
         while time.monotonic() - t0 < SECONDS and all(p.poll() is None for p in workers):
             assert h.proc.poll() is None, f"haproxy died:\n{h.stderr()}"
             time.sleep(0.5)
     finally:
         t = collect(workers, SECONDS)
+    return t
+
+
+def test_s2_rebind_storm_per_connection_sockets(binary, backend, asan, tmp_path):
+    h = start(binary, backend, tmp_path / "haproxy", bind_extra="quic-socket connection")
+    tag = tag_()
+    t0 = time.monotonic()
+    workers = spawn_workers("s2", h, tmp_path, tag, procs=S2_PROCS, conns=S2_CONNS // S2_PROCS,
+                            seconds=SECONDS)
+    t = run_workers(h, workers, t0)
     elapsed = time.monotonic() - t0
     extra = {"rebinds": t["rebinds"], "cid_changes": t["cid_changes"],
              "abrupt_closes": t["abrupt_closes"]}
@@ -372,12 +379,7 @@ def test_s3_dispatch_storm_late_duplicate_retired_cids(binary, backend, asan, tm
     tag = tag_()
     t0 = time.monotonic()
     workers = spawn_workers("s3", h, tmp_path, tag, procs=S3_PROCS, conns=S3_CONNS, seconds=SECONDS)
-    try:
-        while time.monotonic() - t0 < SECONDS and all(p.poll() is None for p in workers):
-            assert h.proc.poll() is None, f"haproxy died:\n{h.stderr()}"
-            time.sleep(0.5)
-    finally:
-        t = collect(workers, SECONDS)
+    t = run_workers(h, workers, t0)
     elapsed = time.monotonic() - t0
     extra = {"cid_changes": t["cid_changes"], "replayed_datagrams": t["replayed"],
              "duplicated_datagrams": t["duplicated"], "dropped_datagrams": t["dropped"],
